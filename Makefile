@@ -1,0 +1,45 @@
+# netra-chat: `make run` serves the site, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export DEBUG ?= 1
+
+.PHONY: install run test lint typecheck pytest migrate screenshot clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version)'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py ensure_demo_user
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) netra_site.asgi:application
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: install
+	$(PY) -m mypy .
+
+pytest: install
+	$(PY) manage.py makemigrations --check --dry-run
+	DEBUG=0 $(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+screenshot: install
+	NETRA_SCREENSHOT=docs/screenshot.png DEBUG=0 $(PY) -m pytest tests/test_browser.py -k screenshot $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output

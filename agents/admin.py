@@ -1,0 +1,68 @@
+"""Admin: runs with their event timeline."""
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from agents.models import AgentRun
+from chat.models import Event
+
+
+@admin.register(AgentRun)
+class AgentRunAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "thread",
+        "user",
+        "agent",
+        "status",
+        "error_code",
+        "created_at",
+        "finished_at",
+        "worker_id",
+    )
+    list_filter = ("status", "agent", "error_code")
+    search_fields = ("=id", "=thread__id", "user__username", "error_code")
+    readonly_fields = (
+        "id",
+        "thread",
+        "user",
+        "message",
+        "assistant_message_id",
+        "agent",
+        "status",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "heartbeat_at",
+        "worker_id",
+        "cancel_requested",
+        "error_code",
+        "error_message",
+        "timeline",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Runs start from user messages only."""
+        return False
+
+    @admin.display(description="event timeline")
+    def timeline(self, obj: AgentRun) -> SafeString:
+        """The run's events in seq order."""
+        rows = (
+            Event.objects.filter(thread_id=obj.thread_id, run_id=obj.id)
+            .order_by("seq")
+            .values_list("seq", "created_at", "type", "data")
+        )
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            (
+                (seq, created.strftime("%H:%M:%S.%f")[:-3], type_, str(data)[:300])
+                for seq, created, type_, data in rows
+            ),
+        )
+        return format_html(
+            "<table><tr><th>seq</th><th>time</th><th>type</th><th>data</th></tr>{}</table>", body
+        )

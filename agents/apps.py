@@ -1,0 +1,25 @@
+"""The agents application: runs, the supervisor, tools; wires the broadcaster in."""
+
+from typing import Any
+
+from django.apps import AppConfig
+
+
+class AgentsConfig(AppConfig):
+    name = "agents"
+    default_auto_field = "django.db.models.BigAutoField"
+    service: Any = None
+
+    def ready(self) -> None:
+        """Builds the broadcaster over the channel layer and hands it to the agent service."""
+        from agents.builtin import BuiltinAgent
+        from agents.dispatcher import ToolDispatcher
+        from agents.runtime import AgentService
+        from agents.tools import default_registry
+        from chat.broadcaster import Broadcaster
+
+        self.service = AgentService(
+            broadcaster=Broadcaster(),
+            agent=BuiltinAgent(),
+            dispatcher=ToolDispatcher(default_registry()),
+        )

@@ -1,0 +1,155 @@
+"""The emitter of one run: every event of a run goes through it, and it keeps the invariants.
+
+Invariants kept here (DESIGN section 4): agent_started first and agent_completed last,
+each once; an agent_thinking before the first tool call or answer text; every
+tool_executing paired (the dispatcher closes calls from a `finally`); the concatenated
+partial_result texts equal agent_completed.data.text.
+"""
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.errors import AgentFailure
+
+InTransaction = Callable[[], None]
+
+
+class EmitterStateError(RuntimeError):
+    """An event out of the run's order: a bug in the agent code."""
+
+
+@dataclass
+class RunEmitter:
+    """Emits the events of one run through the broadcaster."""
+
+    broadcaster: Any
+    thread_id: uuid.UUID
+    run_id: uuid.UUID
+    message_id: uuid.UUID
+    assistant_message_id: uuid.UUID
+    agent: str
+    started_at: float = field(default_factory=time.monotonic)
+    step: int = 0
+    text_parts: list[str] = field(default_factory=list)
+    open_calls: dict[str, str] = field(default_factory=dict)
+    is_started: bool = False
+    is_completed: bool = False
+    error: AgentFailure | None = None
+
+    async def _emit(
+        self, type: str, data: dict[str, Any], in_transaction: InTransaction | None = None
+    ) -> dict[str, Any]:
+        if self.is_completed:
+            raise EmitterStateError(f"{type} after agent_completed in run {self.run_id}")
+        if not self.is_started and type != "agent_started":
+            raise EmitterStateError(f"{type} before agent_started in run {self.run_id}")
+        event: dict[str, Any] = await self.broadcaster.emit(
+            thread_id=self.thread_id,
+            run_id=self.run_id,
+            type=type,
+            data=data,
+            in_transaction=in_transaction,
+        )
+        return event
+
+    async def started(self, in_transaction: InTransaction | None = None) -> None:
+        """Emits agent_started."""
+        if self.is_started:
+            raise EmitterStateError(f"agent_started twice in run {self.run_id}")
+        await self._emit(
+            "agent_started",
+            {"agent": self.agent, "message_id": str(self.message_id)},
+            in_transaction,
+        )
+        self.is_started = True
+
+    async def thinking(self, text: str) -> None:
+        """Emits agent_thinking with the next step number."""
+        self.step += 1
+        await self._emit("agent_thinking", {"text": text, "step": self.step})
+
+    async def _ensure_thought(self) -> None:
+        if self.step == 0:
+            await self.thinking("Working on it.")
+
+    async def tool_executing(self, *, tool_call_id: str, tool: str, args: Any) -> None:
+        """Emits tool_executing; the call stays open until tool_completed."""
+        await self._ensure_thought()
+        await self._emit(
+            "tool_executing", {"tool_call_id": tool_call_id, "tool": tool, "args": args}
+        )
+        self.open_calls[tool_call_id] = tool
+
+    async def tool_completed(
+        self,
+        *,
+        tool_call_id: str,
+        tool: str,
+        status: str,
+        result: Any = None,
+        error: dict[str, str] | None = None,
+        duration_ms: int,
+    ) -> None:
+        """Emits tool_completed for an open call."""
+        if tool_call_id not in self.open_calls:
+            raise EmitterStateError(f"tool_completed for unknown call {tool_call_id}")
+        data: dict[str, Any] = {
+            "tool_call_id": tool_call_id,
+            "tool": tool,
+            "status": status,
+            "duration_ms": duration_ms,
+        }
+        if status == "ok":
+            data["result"] = result
+        else:
+            data["error"] = error
+        await self._emit("tool_completed", data)
+        del self.open_calls[tool_call_id]
+
+    async def partial(self, text: str) -> None:
+        """Emits one delta of the answer."""
+        if not text:
+            return
+        await self._ensure_thought()
+        await self._emit(
+            "partial_result", {"message_id": str(self.assistant_message_id), "text": text}
+        )
+        self.text_parts.append(text)
+
+    async def failed(self, failure: AgentFailure) -> None:
+        """Emits agent_error; agent_completed{failed} follows from `completed`."""
+        self.error = failure
+        await self._emit(
+            "agent_error",
+            {"code": failure.code, "message": failure.message, "retryable": failure.retryable},
+        )
+
+    @property
+    def text(self) -> str:
+        """The answer so far."""
+        return "".join(self.text_parts)
+
+    @property
+    def duration_ms(self) -> int:
+        """Milliseconds since the run started."""
+        return int((time.monotonic() - self.started_at) * 1000)
+
+    async def completed(self, status: str, in_transaction: InTransaction | None = None) -> None:
+        """Emits agent_completed, the last event of the run."""
+        if self.open_calls:
+            raise EmitterStateError(f"agent_completed with open tool calls {self.open_calls}")
+        text = self.text
+        await self._emit(
+            "agent_completed",
+            {
+                "status": status,
+                "message_id": str(self.assistant_message_id) if text else None,
+                "text": text,
+                "duration_ms": self.duration_ms,
+            },
+            in_transaction,
+        )
+        self.is_completed = True

@@ -1,0 +1,193 @@
+"""Writes of the agent runtime (sync; called through database_sync_to_async)."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.errors import run_in_progress, run_not_active, run_not_found
+from agents.models import ACTIVE_STATUSES, AgentRun, RunStatus
+from chat.errors import thread_not_found
+from chat.models import Message, Thread
+from chat.ports import SubmitResult
+
+HISTORY_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the runtime needs to execute a run, read once at submit time."""
+
+    run_id: uuid.UUID
+    thread_id: uuid.UUID
+    message_id: uuid.UUID
+    assistant_message_id: uuid.UUID
+    user_id: Any
+    text: str
+    agent: str
+
+
+class RunOwnershipLostError(RuntimeError):
+    """The run was closed by someone else (the reaper) while this worker still held it."""
+
+
+def _existing(thread: Thread, client_msg_id: str) -> SubmitResult | None:
+    message = Message.objects.filter(thread=thread, client_msg_id=client_msg_id).first()
+    if message is None:
+        return None
+    run_id = AgentRun.objects.filter(message=message).values_list("id", flat=True).first()
+    assert run_id is not None, "a user message with a client_msg_id always has its run"
+    return SubmitResult(message_id=message.id, run_id=run_id, duplicate=True)
+
+
+def run_create(
+    *, thread_id: uuid.UUID, user: Any, text: str, client_msg_id: str, agent: str, worker_id: str
+) -> tuple[SubmitResult, RunSpec | None]:
+    """Records a user message and its queued run; idempotent on (thread, client_msg_id).
+
+    Returns the answer and, for a new run, what executing it needs. Raises
+    `thread_not_found` and `run_in_progress`. Concurrent submits are settled by the
+    database's unique constraints (one message per client_msg_id, one active run per thread).
+    """
+    thread = Thread.objects.filter(pk=thread_id, owner=user, is_probe=False).first()
+    if thread is None:
+        raise thread_not_found()
+    found = _existing(thread, client_msg_id)
+    if found is not None:
+        return found, None
+    try:
+        with transaction.atomic():
+            if AgentRun.objects.filter(thread=thread, status__in=ACTIVE_STATUSES).exists():
+                raise run_in_progress()
+            message = Message.objects.create(
+                thread=thread, role=Message.Role.USER, text=text, client_msg_id=client_msg_id
+            )
+            run = AgentRun.objects.create(
+                thread=thread, user=user, message=message, agent=agent, worker_id=worker_id
+            )
+            Message.objects.filter(pk=message.pk).update(run_id=run.id)
+    except IntegrityError as exc:
+        found = _existing(thread, client_msg_id)
+        if found is not None:
+            return found, None
+        raise run_in_progress() from exc
+    spec = RunSpec(
+        run_id=run.id,
+        thread_id=thread.id,
+        message_id=message.id,
+        assistant_message_id=run.assistant_message_id,
+        user_id=user.pk,
+        text=text,
+        agent=agent,
+    )
+    return SubmitResult(message_id=message.id, run_id=run.id, duplicate=False), spec
+
+
+def run_history(*, spec: RunSpec) -> list[dict[str, str]]:
+    """Returns the thread's messages before this run's, oldest first (bounded)."""
+    rows = (
+        Message.objects.filter(thread_id=spec.thread_id)
+        .exclude(pk=spec.message_id)
+        .order_by("-created_at")
+        .values_list("role", "text")[:HISTORY_LIMIT]
+    )
+    return [{"role": role, "text": text} for role, text in reversed(rows)]
+
+
+def mark_running(*, run_id: uuid.UUID, worker_id: str) -> None:
+    """Marks a run running (inside agent_started's transaction)."""
+    now = timezone.now()
+    updated = AgentRun.objects.filter(
+        pk=run_id, worker_id=worker_id, status__in=ACTIVE_STATUSES
+    ).update(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now)
+    if updated != 1:
+        raise RunOwnershipLostError(f"run {run_id} is no longer held by {worker_id}")
+
+
+def mark_finished(
+    *,
+    spec: RunSpec,
+    worker_id: str,
+    status: str,
+    text: str,
+    error_code: str = "",
+    error_message: str = "",
+) -> None:
+    """Records a run's end and its answer (inside agent_completed's transaction)."""
+    updated = AgentRun.objects.filter(
+        pk=spec.run_id, worker_id=worker_id, status__in=ACTIVE_STATUSES
+    ).update(
+        status=status,
+        finished_at=timezone.now(),
+        error_code=error_code,
+        error_message=error_message[:2000],
+    )
+    if updated != 1:
+        raise RunOwnershipLostError(f"run {spec.run_id} is no longer held by {worker_id}")
+    if text:
+        Message.objects.create(
+            id=spec.assistant_message_id,
+            thread_id=spec.thread_id,
+            role=Message.Role.ASSISTANT,
+            text=text,
+            run_id=spec.run_id,
+        )
+
+
+def heartbeat(*, run_ids: list[uuid.UUID], worker_id: str) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Refreshes the heartbeat of this worker's runs; returns (cancel requested, lost)."""
+    if not run_ids:
+        return set(), set()
+    AgentRun.objects.filter(pk__in=run_ids, worker_id=worker_id, status__in=ACTIVE_STATUSES).update(
+        heartbeat_at=timezone.now()
+    )
+    rows = AgentRun.objects.filter(pk__in=run_ids).values_list(
+        "id", "worker_id", "status", "cancel_requested"
+    )
+    held = {rid for rid, wid, status, _ in rows if wid == worker_id and status in ACTIVE_STATUSES}
+    cancel = {rid for rid, wid, status, flag in rows if flag and rid in held}
+    return cancel, set(run_ids) - held
+
+
+def run_for_user(*, run_id: uuid.UUID, user: Any) -> AgentRun:
+    """Returns the user's run, or raises the 404 that hides other users' runs."""
+    run = AgentRun.objects.filter(pk=run_id, user=user).first()
+    if run is None:
+        raise run_not_found()
+    return run
+
+
+def request_cancel(*, run_id: uuid.UUID, user: Any) -> AgentRun:
+    """Flags an active run of the user's for cancellation; raises run_not_active."""
+    run = run_for_user(run_id=run_id, user=user)
+    updated = AgentRun.objects.filter(pk=run.pk, status__in=ACTIVE_STATUSES).update(
+        cancel_requested=True
+    )
+    if updated != 1:
+        raise run_not_active()
+    run.cancel_requested = True
+    return run
+
+
+def stale_runs(*, stale_after: float) -> list[AgentRun]:
+    """Returns active runs whose heartbeat is older than `stale_after` seconds."""
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    return list(
+        AgentRun.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=cutoff).select_related(
+            "message"
+        )
+    )
+
+
+def adopt_run(*, run_id: uuid.UUID, stale_after: float, worker_id: str) -> bool:
+    """Takes a stale run over for closing; False if it came back to life or was closed."""
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    return (
+        AgentRun.objects.filter(
+            pk=run_id, status__in=ACTIVE_STATUSES, heartbeat_at__lt=cutoff
+        ).update(worker_id=worker_id, heartbeat_at=timezone.now())
+        == 1
+    )

@@ -1,0 +1,12 @@
+"""Routes of the run API."""
+
+from django.urls import path
+
+from agents import views
+
+urlpatterns = [
+    path(
+        "api/threads/<uuid:thread_id>/messages/", views.api_post_message, name="api-thread-messages"
+    ),
+    path("api/runs/<uuid:run_id>/cancel/", views.api_cancel_run, name="api-run-cancel"),
+]

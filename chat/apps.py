@@ -1,0 +1,23 @@
+"""The chat application: threads, the event log, sockets."""
+
+from typing import Any
+
+from django.apps import AppConfig
+from django.core import checks
+
+
+class ChatConfig(AppConfig):
+    name = "chat"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Registers the start-up checks."""
+        from chat import checks as chat_checks
+
+        checks.register(chat_checks.check_channel_layer, checks.Tags.compatibility)
+
+    def __repr__(self) -> str:
+        return "<ChatConfig>"
+
+
+__all__: list[Any] = ["ChatConfig"]

@@ -1,0 +1,144 @@
+"""The connection state machine (DESIGN section 6) and its state log.
+
+Transitions are validated and counted in memory at once; their rows are written to the
+database by `flush()`, so a hung database delays the log but never the client's answer.
+"""
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from chat import metrics
+from chat.models import Connection, ConnectionStateLog
+from chat.models import ConnectionState as S
+
+logger = logging.getLogger("netra.connections")
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.CONNECTING: frozenset({S.AUTHENTICATING, S.FAILED}),
+    S.AUTHENTICATING: frozenset({S.CONNECTED, S.REJECTED, S.FAILED}),
+    S.CONNECTED: frozenset({S.CLOSING, S.FAILED}),
+    S.CLOSING: frozenset({S.CLOSED, S.FAILED}),
+    S.REJECTED: frozenset({S.CLOSED, S.FAILED}),
+    S.FAILED: frozenset({S.CLOSED}),
+    S.CLOSED: frozenset(),
+}
+
+
+class InvalidTransitionError(RuntimeError):
+    """A state change that the machine does not allow: a bug in the caller."""
+
+
+@dataclass
+class _Pending:
+    from_state: str
+    to_state: str
+    reason: str
+    at: datetime
+
+
+@dataclass
+class ConnectionTracker:
+    """Holds one connection's state, validates its transitions and writes its log."""
+
+    client_addr: str = ""
+    user_agent: str = ""
+    requested_thread: str = ""
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    state: str = S.CONNECTING
+    user_id: int | None = None
+    thread_id: uuid.UUID | None = None
+    token_id: uuid.UUID | None = None
+    close_code: int | None = None
+    opened_at: datetime = field(default_factory=timezone.now)
+    _saved: bool = False
+    _pending: list[_Pending] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        metrics.WS_CONNECTIONS_CURRENT.labels(state=self.state).inc()
+
+    def transition(self, to_state: str, reason: str) -> None:
+        """Moves to `to_state`; raises InvalidTransitionError if the table forbids it."""
+        from_state = self.state
+        if to_state not in TRANSITIONS[from_state]:
+            raise InvalidTransitionError(
+                f"connection {self.id}: {from_state} -> {to_state} is not allowed ({reason})"
+            )
+        self.state = to_state
+        self._pending.append(_Pending(from_state, to_state, reason[:300], timezone.now()))
+        metrics.WS_STATE_TRANSITIONS.labels(from_state=from_state, to_state=to_state).inc()
+        metrics.WS_CONNECTIONS_CURRENT.labels(state=from_state).dec()
+        if to_state != S.CLOSED:
+            metrics.WS_CONNECTIONS_CURRENT.labels(state=to_state).inc()
+        logger.info(
+            "connection %s %s -> %s: %s",
+            self.id,
+            from_state,
+            to_state,
+            reason,
+            extra={
+                "connection_id": self.id,
+                "user_id": self.user_id,
+                "thread_id": self.thread_id or self.requested_thread or None,
+                "from_state": from_state,
+                "to_state": to_state,
+                "reason": reason,
+            },
+        )
+
+    @property
+    def has_pending(self) -> bool:
+        """True while transitions wait to be written."""
+        return bool(self._pending)
+
+    def flush(self) -> None:
+        """Writes the connection row and every pending transition (sync; database)."""
+        pending, self._pending = self._pending, []
+        if not pending and self._saved:
+            return
+        fields = {
+            "user_id": self.user_id,
+            "thread_id": self.thread_id,
+            "token_id": self.token_id,
+            "state": self.state,
+            "state_changed_at": pending[-1].at if pending else self.opened_at,
+            "close_code": self.close_code,
+        }
+        if self.state == S.CLOSED:
+            fields["closed_at"] = pending[-1].at if pending else timezone.now()
+        try:
+            with transaction.atomic():
+                if self._saved:
+                    Connection.objects.filter(pk=self.id).update(**fields)
+                else:
+                    Connection.objects.create(
+                        id=self.id,
+                        requested_thread=self.requested_thread[:64],
+                        client_addr=self.client_addr[:64],
+                        user_agent=self.user_agent[:300],
+                        worker_id=WORKER_ID,
+                        opened_at=self.opened_at,
+                        **fields,
+                    )
+                ConnectionStateLog.objects.bulk_create(
+                    ConnectionStateLog(
+                        connection_id=self.id,
+                        from_state=p.from_state,
+                        to_state=p.to_state,
+                        reason=p.reason,
+                        created_at=p.at,
+                    )
+                    for p in pending
+                )
+        except BaseException:
+            self._pending = pending + self._pending
+            raise
+        self._saved = True

@@ -1,0 +1,58 @@
+"""Prometheus metrics, with the exact names of DESIGN section 11.
+
+With PROMETHEUS_MULTIPROC_DIR set, prometheus-client keeps the values in files shared by
+the worker processes of one host; gauges then aggregate with the modes chosen below.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WS_CONNECTIONS_CURRENT = Gauge(
+    "netra_ws_connections_current",
+    "WebSocket connections by state.",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+WS_CONNECTIONS_TOTAL = Counter(
+    "netra_ws_connections",
+    "WebSocket handshakes by outcome.",
+    ["outcome"],
+)
+WS_AUTH_FAILURES = Counter(
+    "netra_ws_auth_failures",
+    "WebSocket authentication failures by error code.",
+    ["code"],
+)
+WS_STATE_TRANSITIONS = Counter(
+    "netra_ws_state_transitions",
+    "Connection state transitions.",
+    ["from_state", "to_state"],
+)
+EVENTS_EMITTED = Counter("netra_events_emitted", "Run events written to the log.", ["type"])
+EVENTS_DELIVERED = Counter(
+    "netra_events_delivered",
+    "Run events sent on a socket.",
+    ["type"],
+)
+EVENT_DELIVERY_SECONDS = Histogram(
+    "netra_event_delivery_seconds",
+    "Time from emit to send on the socket.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+EVENT_GAPS_FILLED = Counter(
+    "netra_event_gaps_filled",
+    "Events a socket took from the log because the layer lost them.",
+)
+RUNS_TOTAL = Counter("netra_runs", "Finished agent runs by status.", ["status"])
+RUNS_ACTIVE = Gauge("netra_runs_active", "Agent runs executing now.", multiprocess_mode="livesum")
+TOOL_CALLS = Counter("netra_tool_calls", "Tool calls by tool and status.", ["tool", "status"])
+UNPAIRED_TOOL_CALLS = Gauge(
+    "netra_unpaired_tool_calls",
+    "Tool calls executing for longer than their timeout.",
+    multiprocess_mode="livesum",
+)
+CHANNEL_LAYER_ERRORS = Counter(
+    "netra_channel_layer_errors",
+    "Channel layer operations that failed.",
+    ["operation"],
+)
+LLM_REQUESTS = Counter("netra_llm_requests", "Requests to the LLM provider.", ["outcome"])

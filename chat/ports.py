@@ -1,0 +1,41 @@
+"""What `chat` needs of the agent service, reached only through the app registry."""
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django.apps import apps
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """The answer to a submitted user message."""
+
+    message_id: uuid.UUID
+    run_id: uuid.UUID
+    duplicate: bool
+
+
+class AgentServicePort(Protocol):
+    """The agent service as the chat layer sees it."""
+
+    async def submit(
+        self, *, thread_id: uuid.UUID, user: Any, text: str, client_msg_id: str
+    ) -> SubmitResult:
+        """Starts a run for a user message, idempotent on (thread, client_msg_id)."""
+
+    async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
+        """Asks an active run of the user's to stop."""
+
+    def ensure_background(self) -> None:
+        """Starts the process's heartbeat and reaper tasks if they are not running."""
+
+
+def agent_service() -> AgentServicePort | None:
+    """Returns the agent service that AgentsConfig.ready() built, or None if there is none."""
+    try:
+        config = apps.get_app_config("agents")
+    except LookupError:
+        return None
+    service: AgentServicePort | None = getattr(config, "service", None)
+    return service

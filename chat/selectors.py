@@ -1,0 +1,34 @@
+"""Reads of the chat layer (sync; call through database_sync_to_async from async code)."""
+
+import uuid
+from typing import Any
+
+from django.db.models import QuerySet
+
+from chat.models import Message, Thread
+
+
+def thread_exists_for(*, thread_id: uuid.UUID, user: Any) -> bool:
+    """True if the thread exists and belongs to `user`."""
+    return Thread.objects.filter(pk=thread_id, owner=user, is_probe=False).exists()
+
+
+def thread_get_for(*, thread_id: uuid.UUID, user: Any) -> Thread | None:
+    """Returns the user's thread, or None for a missing thread and another user's alike."""
+    return Thread.objects.filter(pk=thread_id, owner=user, is_probe=False).first()
+
+
+def thread_last_seq(*, thread_id: uuid.UUID) -> int:
+    """Returns the seq of the thread's latest event (0 before the first)."""
+    value = Thread.objects.filter(pk=thread_id).values_list("last_seq", flat=True).first()
+    return int(value or 0)
+
+
+def thread_list(*, user: Any) -> QuerySet[Thread]:
+    """Returns the user's threads, the most recently active first."""
+    return Thread.objects.filter(owner=user, is_probe=False).order_by("-last_activity")
+
+
+def thread_messages(*, thread: Thread) -> QuerySet[Message]:
+    """Returns the messages of a thread, oldest first."""
+    return thread.messages.order_by("created_at")

@@ -1,0 +1,1 @@
+// The live chat client arrives with the web-chat issue.

@@ -1,0 +1,17 @@
+"""Routes of the chat pages and API."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from chat import views
+
+urlpatterns = [
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/signup/", views.signup, name="signup"),
+    path("threads/", views.thread_list, name="thread-list"),
+    path("threads/<uuid:thread_id>/", views.thread_detail, name="thread-detail"),
+    path("healthz", views.healthz, name="healthz"),
+    path("api/threads/", views.api_threads, name="api-threads"),
+    path("api/threads/<uuid:thread_id>/events/", views.api_thread_events, name="api-thread-events"),
+]

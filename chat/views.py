@@ -1,0 +1,128 @@
+"""Web pages and the thread API; thin: parse, call a service or selector, render."""
+
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from chat import selectors, services
+from chat.api import api_view, json_body
+from chat.auth import Principal
+from chat.errors import NetraError, thread_not_found
+from chat.events import events_after
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    """Creates an account and logs it in."""
+    if request.user.is_authenticated:
+        return redirect("thread-list")
+    form: UserCreationForm[Any] = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("thread-list")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def thread_list(request: HttpRequest) -> HttpResponse:
+    """Lists the user's threads; a POST creates one and opens it."""
+    if request.method == "POST":
+        thread = services.thread_create(owner=request.user, title=request.POST.get("title", ""))
+        return redirect("thread-detail", thread_id=thread.id)
+    return render(
+        request, "chat/thread_list.html", {"threads": selectors.thread_list(user=request.user)}
+    )
+
+
+@login_required
+def thread_detail(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+    """The chat page of one thread, its history rendered on the server."""
+    thread = selectors.thread_get_for(thread_id=thread_id, user=request.user)
+    if thread is None:
+        return render(request, "chat/thread_missing.html", status=404)
+    return render(
+        request,
+        "chat/thread_detail.html",
+        {
+            "thread": thread,
+            "threads": selectors.thread_list(user=request.user)[:50],
+            "messages": selectors.thread_messages(thread=thread),
+        },
+    )
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers."""
+    return JsonResponse({"status": "ok"})
+
+
+@api_view("GET", "POST")
+async def api_threads(request: HttpRequest, principal: Principal) -> JsonResponse:
+    """GET lists the caller's threads; POST creates one (201)."""
+    if request.method == "POST":
+        body = json_body(request)
+        title = body.get("title", "")
+        if not isinstance(title, str):
+            raise NetraError("bad_request", "'title' must be a string.")
+        thread = await database_sync_to_async(services.thread_create)(
+            owner=principal.user, title=title
+        )
+        return JsonResponse(services.thread_to_json(thread), status=201)
+
+    def listing() -> list[dict[str, Any]]:
+        return [services.thread_to_json(t) for t in selectors.thread_list(user=principal.user)]
+
+    return JsonResponse({"threads": await database_sync_to_async(listing)()})
+
+
+async def thread_for(principal: Principal, thread_id: uuid.UUID) -> Any:
+    """Returns the caller's thread or raises the 404 that hides other users' threads."""
+    thread = await database_sync_to_async(selectors.thread_get_for)(
+        thread_id=thread_id, user=principal.user
+    )
+    if thread is None:
+        raise thread_not_found()
+    return thread
+
+
+@api_view("GET")
+async def api_thread_events(
+    request: HttpRequest, principal: Principal, thread_id: uuid.UUID
+) -> JsonResponse:
+    """The thread's logged events after `after_seq`: {events, last_seq, has_more}."""
+    after_seq = _int_param(request, "after_seq", default=0, low=0, high=None)
+    limit = _int_param(request, "limit", default=500, low=1, high=settings.EVENT_API_MAX_LIMIT)
+    await thread_for(principal, thread_id)
+
+    def read() -> tuple[list[dict[str, Any]], int]:
+        page = events_after(thread_id=thread_id, after_seq=after_seq, limit=limit + 1)
+        return page, selectors.thread_last_seq(thread_id=thread_id)
+
+    page, last_seq = await database_sync_to_async(read)()
+    return JsonResponse(
+        {"events": page[:limit], "last_seq": last_seq, "has_more": len(page) > limit}
+    )
+
+
+def _int_param(request: HttpRequest, name: str, *, default: int, low: int, high: int | None) -> int:
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise NetraError("bad_request", f"'{name}' must be an integer.") from exc
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise NetraError("bad_request", f"'{name}' must be {bound}.")
+    return value

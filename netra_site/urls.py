@@ -1,0 +1,12 @@
+"""URL routes of the HTTP surface (DESIGN section 5)."""
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/threads/", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("", include("chat.urls")),
+    path("", include("agents.urls")),
+]

@@ -1,0 +1,45 @@
+"""Shared fixtures: users, threads, tokens, sockets, and the service/skip policy."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.apps import apps
+
+from tests import helpers
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[Any]:
+    """The real agent service; waits for its runs and stops its background loop after."""
+    svc = apps.get_app_config("agents").service
+    yield svc
+    try:
+        await svc.wait_idle(timeout=20)
+    finally:
+        await svc.stop_background()
+
+
+@pytest.fixture
+async def user() -> Any:
+    """A user with a thread-ready account."""
+    return await database_sync_to_async(helpers.make_user)("alice")
+
+
+@pytest.fixture
+async def other_user() -> Any:
+    """A second user, whose data `user` must never reach."""
+    return await database_sync_to_async(helpers.make_user)("mallory")
+
+
+@pytest.fixture
+async def thread(user: Any) -> Any:
+    """A thread of `user`."""
+    return await database_sync_to_async(helpers.make_thread)(user)
+
+
+@pytest.fixture
+async def token(user: Any) -> str:
+    """A raw API token of `user`."""
+    return await database_sync_to_async(helpers.make_token)(user)

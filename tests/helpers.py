@@ -1,0 +1,129 @@
+"""Test helpers: real sockets through the real ASGI application, and run collection."""
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from chat.auth import token_create
+from chat.models import Thread
+from chat.services import thread_create
+
+ORIGIN = "http://127.0.0.1:8000"
+
+
+def require(service: str, available: bool, reason: str) -> None:
+    """Skips loudly when a service is missing, or fails if NETRA_REQUIRE names it."""
+    if available:
+        return
+    required = {s.strip() for s in os.environ.get("NETRA_REQUIRE", "").split(",") if s.strip()}
+    if service in required:
+        pytest.fail(f"NETRA_REQUIRE names {service}, but {reason}")
+    pytest.skip(f"SKIPPED LOUDLY: {service} unavailable: {reason}")
+
+
+def have_binary(name: str) -> bool:
+    """True if an executable is on PATH."""
+    return shutil.which(name) is not None
+
+
+def make_user(username: str, *, active: bool = True, password: str = "pw-Secret-123") -> Any:
+    """Creates a user (sync)."""
+    user = get_user_model().objects.create_user(username=username, password=password)
+    if not active:
+        user.is_active = False
+        user.save()
+    return user
+
+
+def make_thread(user: Any, title: str = "test") -> Thread:
+    """Creates a thread (sync)."""
+    return thread_create(owner=user, title=title)
+
+
+def make_token(user: Any) -> str:
+    """Creates an API token and returns it raw (sync)."""
+    return token_create(user=user, name="test")[1]
+
+
+def session_cookie(user: Any) -> str:
+    """Logs the user in through Django's test client and returns the Cookie header (sync)."""
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+def communicator(thread_id: Any, *, token: str | None = None, cookie: str | None = None,
+                 origin: str | None = ORIGIN, query: str = "") -> WebsocketCommunicator:
+    """Returns a communicator on the full ASGI application (Origin check, sessions, routing)."""
+    from netra_site.asgi import application
+
+    headers: list[tuple[bytes, bytes]] = []
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    if token is not None:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    if cookie is not None:
+        headers.append((b"cookie", cookie.encode()))
+    path = f"/ws/chat/{thread_id}/" + (f"?{query}" if query else "")
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def open_socket(thread_id: Any, **kwargs: Any) -> tuple[WebsocketCommunicator, dict]:
+    """Connects and returns the communicator and its first frame."""
+    comm = communicator(thread_id, **kwargs)
+    connected, _ = await comm.connect(timeout=10)
+    assert connected, "the handshake was refused before accept"
+    first = await comm.receive_json_from(timeout=10)
+    return comm, first
+
+
+async def expect_close(comm: WebsocketCommunicator, timeout: float = 5) -> int:
+    """Waits for the server's close and returns its code."""
+    message = await comm.receive_output(timeout=timeout)
+    assert message["type"] == "websocket.close", message
+    return int(message.get("code", 1000))
+
+
+async def receive_until(comm: WebsocketCommunicator, predicate: Any,
+                        timeout: float = 15) -> list[dict[str, Any]]:
+    """Receives frames until one satisfies `predicate`; returns all of them."""
+    frames: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise AssertionError(f"timed out; got {[f.get('type') for f in frames]}")
+        frame = await comm.receive_json_from(timeout=remaining)
+        frames.append(frame)
+        if predicate(frame):
+            return frames
+
+
+def completed(frame: dict[str, Any]) -> bool:
+    """True for agent_completed."""
+    return frame.get("type") == "agent_completed"
+
+
+def run_events(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run events among frames (those with a seq)."""
+    return [f for f in frames if "seq" in f]
+
+
+async def send(comm: WebsocketCommunicator, frame: dict[str, Any]) -> None:
+    """Sends one JSON frame."""
+    await comm.send_to(text_data=json.dumps(frame))
+
+
+def message(text: str, client_msg_id: str | None = None) -> dict[str, Any]:
+    """A user_message frame."""
+    return {"type": "user_message", "text": text,
+            "client_msg_id": client_msg_id or uuid.uuid4().hex}
