@@ -60,8 +60,14 @@ def session_cookie(user: Any) -> str:
     return f"sessionid={client.cookies['sessionid'].value}"
 
 
-def communicator(thread_id: Any, *, token: str | None = None, cookie: str | None = None,
-                 origin: str | None = ORIGIN, query: str = "") -> WebsocketCommunicator:
+def communicator(
+    thread_id: Any,
+    *,
+    token: str | None = None,
+    cookie: str | None = None,
+    origin: str | None = ORIGIN,
+    query: str = "",
+) -> WebsocketCommunicator:
     """Returns a communicator on the full ASGI application (Origin check, sessions, routing)."""
     from netra_site.asgi import application
 
@@ -92,8 +98,9 @@ async def expect_close(comm: WebsocketCommunicator, timeout: float = 5) -> int:
     return int(message.get("code", 1000))
 
 
-async def receive_until(comm: WebsocketCommunicator, predicate: Any,
-                        timeout: float = 15) -> list[dict[str, Any]]:
+async def receive_until(
+    comm: WebsocketCommunicator, predicate: Any, timeout: float = 15
+) -> list[dict[str, Any]]:
     """Receives frames until one satisfies `predicate`; returns all of them."""
     frames: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
@@ -125,5 +132,8 @@ async def send(comm: WebsocketCommunicator, frame: dict[str, Any]) -> None:
 
 def message(text: str, client_msg_id: str | None = None) -> dict[str, Any]:
     """A user_message frame."""
-    return {"type": "user_message", "text": text,
-            "client_msg_id": client_msg_id or uuid.uuid4().hex}
+    return {
+        "type": "user_message",
+        "text": text,
+        "client_msg_id": client_msg_id or uuid.uuid4().hex,
+    }

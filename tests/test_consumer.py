@@ -35,14 +35,23 @@ async def refused(comm: Any) -> tuple[dict[str, Any], int]:
 
 async def test_token_connects_and_is_greeted(thread: Any, token: str, service: Any) -> None:
     comm, first = await helpers.open_socket(thread.id, token=token, origin=None)
-    assert first == {"type": "connection_established", "connection_id": first["connection_id"],
-                     "thread_id": str(thread.id), "last_seq": 0, "protocol": 1}
+    assert first == {
+        "type": "connection_established",
+        "connection_id": first["connection_id"],
+        "thread_id": str(thread.id),
+        "last_seq": 0,
+        "protocol": 1,
+    }
     await helpers.send(comm, {"type": "ping"})
     assert await comm.receive_json_from(timeout=5) == {"type": "pong"}
     await comm.disconnect()
     rows = await database_sync_to_async(states)(first["connection_id"])
-    assert rows == [("CONNECTING", "AUTHENTICATING"), ("AUTHENTICATING", "CONNECTED"),
-                    ("CONNECTED", "CLOSING"), ("CLOSING", "CLOSED")]
+    assert rows == [
+        ("CONNECTING", "AUTHENTICATING"),
+        ("AUTHENTICATING", "CONNECTED"),
+        ("CONNECTED", "CLOSING"),
+        ("CLOSING", "CLOSED"),
+    ]
     conn = await database_sync_to_async(only_connection)()
     assert conn.state == "CLOSED" and conn.closed_at is not None
     assert conn.token_id is not None
@@ -89,8 +98,11 @@ async def test_missing_or_bad_credentials_close_4401(
     conn = await database_sync_to_async(only_connection)()
     assert conn.state == "CLOSED" and conn.close_code == code
     rows = await database_sync_to_async(states)(str(conn.id))
-    assert rows == [("CONNECTING", "AUTHENTICATING"), ("AUTHENTICATING", "REJECTED"),
-                    ("REJECTED", "CLOSED")]
+    assert rows == [
+        ("CONNECTING", "AUTHENTICATING"),
+        ("AUTHENTICATING", "REJECTED"),
+        ("REJECTED", "CLOSED"),
+    ]
 
 
 async def test_bad_token_wins_over_valid_cookie(user: Any, thread: Any) -> None:
@@ -134,7 +146,8 @@ async def test_inactive_session_user_closes_4403(user: Any, thread: Any) -> None
     frame, closed = await refused(helpers.communicator(thread.id, cookie=cookie))
     assert (closed, frame["code"]) == (4403, "forbidden")
     rows = await database_sync_to_async(states)(
-        str((await database_sync_to_async(only_connection)()).id))
+        str((await database_sync_to_async(only_connection)()).id)
+    )
     assert ("AUTHENTICATING", "REJECTED") in rows
 
 
@@ -147,8 +160,12 @@ async def test_unknown_or_foreign_thread_closes_4404(
         thread_id = (await database_sync_to_async(helpers.make_thread)(other_user)).id
     frame, closed = await refused(helpers.communicator(thread_id, token=token))
     assert closed == 4404
-    assert frame == {"type": "error", "code": "thread_not_found", "message": "No such thread.",
-                     "close_code": 4404}
+    assert frame == {
+        "type": "error",
+        "code": "thread_not_found",
+        "message": "No such thread.",
+        "close_code": 4404,
+    }
 
 
 async def test_slow_credential_lookup_closes_4408(
@@ -191,8 +208,10 @@ async def test_service_missing_at_connect_closes_4503(
         ('{"type": "user_message", "client_msg_id": "a"}', "text"),
         ('{"type": "user_message", "text": "", "client_msg_id": "a"}', "text"),
         ('{"type": "user_message", "text": 5, "client_msg_id": "a"}', "text"),
-        ('{"type": "user_message", "text": "hi", "client_msg_id": "' + "x" * 65 + '"}',
-         "client_msg_id"),
+        (
+            '{"type": "user_message", "text": "hi", "client_msg_id": "' + "x" * 65 + '"}',
+            "client_msg_id",
+        ),
         ('{"type": "cancel", "run_id": "not-a-uuid"}', "run_id"),
         ('{"type": "resume", "after_seq": -1}', "after_seq"),
         ('{"type": "resume", "after_seq": "3"}', "after_seq"),
