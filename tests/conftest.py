@@ -13,7 +13,7 @@ from tests import helpers
 @pytest.fixture
 async def service() -> AsyncIterator[Any]:
     """The real agent service; waits for its runs and stops its background loop after."""
-    svc = apps.get_app_config("agents").service
+    svc = getattr(apps.get_app_config("agents"), "service")  # noqa: B009 - set in ready()
     yield svc
     try:
         await svc.wait_idle(timeout=20)

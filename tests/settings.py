@@ -5,4 +5,4 @@ import os
 os.environ.setdefault("SECRET_KEY", "netra-test-secret-key-not-for-production")
 os.environ.setdefault("AGENT_STREAM_DELAY", "0")
 
-from netra_site.settings import *  # noqa: E402, F403
+from netra_site.settings import *  # noqa: F403

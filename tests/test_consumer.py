@@ -130,7 +130,7 @@ async def test_inactive_user_closes_4403(thread: Any) -> None:
         user.save()
         return user, raw
 
-    user, raw = await database_sync_to_async(inactive_token)()
+    _, raw = await database_sync_to_async(inactive_token)()
     frame, closed = await refused(helpers.communicator(thread.id, token=raw))
     assert (closed, frame["code"]) == (4403, "forbidden")
 

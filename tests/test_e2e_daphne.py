@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from agents.invariants import run_violations
 from tests.servers import Server, running
@@ -81,8 +82,8 @@ async def test_cookie_client_connects_with_same_origin(server: Server) -> None:
     async with websockets.connect(
         f"{server.ws}/ws/chat/{thread_id}/",
         additional_headers={"Cookie": cookie},
-        origin=server.http,
-    ) as ws:  # type: ignore[arg-type]
+        origin=Origin(server.http),
+    ) as ws:
         assert (await recv(ws))["type"] == "connection_established"
         await ws.send(json.dumps({"type": "ping"}))
         assert await recv(ws) == {"type": "pong"}
@@ -95,8 +96,8 @@ async def test_foreign_origin_with_cookie_gets_http_403(server: Server) -> None:
         async with websockets.connect(
             f"{server.ws}/ws/chat/{uuid.uuid4()}/",
             additional_headers={"Cookie": cookie},
-            origin="https://evil.example",
-        ):  # type: ignore[arg-type]
+            origin=Origin("https://evil.example"),
+        ):
             pass
     assert refused.value.response.status_code == 403
 
@@ -108,8 +109,8 @@ async def test_refusals_arrive_as_close_codes_with_their_frame(
     thread_id = new_thread(server, token)
     headers = {"Authorization": f"Bearer {auth}"} if auth else {}
     async with websockets.connect(
-        f"{server.ws}/ws/chat/{thread_id}/", additional_headers=headers, origin=server.http
-    ) as ws:  # type: ignore[arg-type]
+        f"{server.ws}/ws/chat/{thread_id}/", additional_headers=headers, origin=Origin(server.http)
+    ) as ws:
         frame = await recv(ws)
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)

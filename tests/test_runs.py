@@ -30,7 +30,7 @@ def shape(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
 
 
 async def test_exact_sequence_for_three_calculations(thread: Any, token: str, service: Any) -> None:
-    comm, first = await helpers.open_socket(thread.id, token=token)
+    comm, _ = await helpers.open_socket(thread.id, token=token)
     await helpers.send(comm, helpers.message("what is 12*7 and 2**10 and 1/0", "m-1"))
     frames = await helpers.receive_until(comm, helpers.completed)
     ack = frames[0]
