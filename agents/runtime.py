@@ -2,6 +2,7 @@
 cancels them, and closes out runs whose worker died (the reaper)."""
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
@@ -178,8 +179,10 @@ class AgentService:
         self.ensure_background()
         handle = RunHandle(spec=spec)
         self.runs[spec.run_id] = handle
+        # A fresh context: the run must not inherit the request's thread-sensitive executor
+        # (asgiref ends it with the HTTP request, long before the run is over).
         handle.task = asyncio.get_running_loop().create_task(
-            self._execute(handle), name=f"run-{spec.run_id}"
+            self._execute(handle), name=f"run-{spec.run_id}", context=contextvars.Context()
         )
         handle.task.add_done_callback(functools.partial(self._forget, spec.run_id))
 
@@ -280,7 +283,9 @@ class AgentService:
         if self._background is None or self._background.done() or self._background_loop is not loop:
             self._background_loop = loop
             self._background = loop.create_task(
-                self._background_loop_body(), name="netra-agent-background"
+                self._background_loop_body(),
+                name="netra-agent-background",
+                context=contextvars.Context(),
             )
 
     async def stop_background(self) -> None:

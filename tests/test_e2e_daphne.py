@@ -127,3 +127,24 @@ async def test_unknown_thread_is_4404_over_the_network(server: Server, token: st
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
     assert (frame["code"], ws.close_code) == ("thread_not_found", 4404)
+
+
+async def test_run_started_over_http_completes_on_the_server(server: Server, token: str) -> None:
+    thread_id = new_thread(server, token)
+    status, ids = server.api(
+        "POST",
+        f"/api/threads/{thread_id}/messages/",
+        token,
+        {"text": "what is 6*7", "client_msg_id": "http-e2e"},
+    )
+    assert status == 202 and ids["duplicate"] is False
+    async with websockets.connect(
+        f"{server.ws}/ws/chat/{thread_id}/?after_seq=0",
+        additional_headers={"Authorization": f"Bearer {token}"},
+    ) as ws:
+        frames = await until(ws, "agent_completed")
+    events = [f for f in frames if "seq" in f]
+    assert events[-1]["data"]["status"] == "completed" and "42" in events[-1]["data"]["text"]
+    assert run_violations(events) == []
+    status, page = server.api("GET", f"/api/threads/{thread_id}/events/", token)
+    assert status == 200 and page["events"] == events

@@ -1,0 +1,173 @@
+"""The agent runtime: invariants over generated messages, tool failures still pair, reaper."""
+
+import asyncio
+import dataclasses
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents import tools
+from agents.builtin import find_expressions
+from agents.invariants import run_violations
+from agents.models import AgentRun
+from agents.runtime import reap_stale_runs
+from chat.events import events_after
+from tests import helpers
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+numbers = st.integers(min_value=0, max_value=10**6).map(str)
+operators = st.sampled_from(["+", "-", "*", "/", "//", "%", "**"])
+expressions = st.builds(lambda a, op, b: f"{a}{op}{b}", numbers, operators, numbers)
+fillers = st.sampled_from(
+    [
+        "what is",
+        "and",
+        "please compute",
+        "also",
+        "what time is it",
+        "today's date?",
+        "hello there",
+        "thanks",
+        "wait 0.01 seconds",
+        "",
+    ]
+)
+messages = (
+    st.lists(st.one_of(expressions, fillers), min_size=1, max_size=6)
+    .map(" ".join)
+    .filter(lambda text: 0 < len(text.strip()) <= 8000)
+)
+
+
+def run_to_end(user: Any, text: str) -> list[dict[str, Any]]:
+    """Submits one message through the real service and returns the run's logged events."""
+    from django.apps import apps
+
+    service = apps.get_app_config("agents").service  # type: ignore[attr-defined]
+    thread = helpers.make_thread(user)
+
+    async def go() -> None:
+        await service.submit(thread_id=thread.id, user=user, text=text.strip(), client_msg_id="h")
+        try:
+            await service.wait_idle(timeout=20)
+        finally:
+            await service.stop_background()
+
+    async_to_sync(go)()
+    return events_after(thread_id=thread.id, after_seq=0)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(text=messages)
+def test_invariants_hold_for_generated_messages(django_user_model: Any, text: str) -> None:
+    user, _ = django_user_model.objects.get_or_create(username="hypo")
+    events = run_to_end(user, text)
+    assert run_violations(events) == [], (text, [e["type"] for e in events])
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    calls = [e for e in events if e["type"] == "tool_executing"]
+    calculator_calls = [c for c in calls if c["data"]["tool"] == "calculator"]
+    assert len(calculator_calls) == len(find_expressions(text.strip()))
+
+
+@pytest.fixture
+def slow_wait(service: Any) -> Any:
+    """The wait tool with a 0.2 s timeout."""
+    registry = service.dispatcher.registry
+    registry.register(dataclasses.replace(tools.WAIT, timeout=0.2))
+    yield
+    registry.register(tools.WAIT)
+
+
+async def test_tool_timeout_still_pairs(
+    thread: Any, token: str, service: Any, slow_wait: Any
+) -> None:
+    comm, _ = await helpers.open_socket(thread.id, token=token)
+    await helpers.send(comm, helpers.message("wait 5 seconds then what is 1+2"))
+    events = helpers.run_events(await helpers.receive_until(comm, helpers.completed))
+    done = [e["data"] for e in events if e["type"] == "tool_completed"]
+    assert [(d["tool"], d["status"]) for d in done] == [("wait", "error"), ("calculator", "ok")]
+    assert done[0]["error"]["code"] == "timeout"
+    assert events[-1]["data"]["status"] == "completed"
+    assert run_violations(events) == []
+    await comm.disconnect()
+
+
+async def test_crashing_tool_still_pairs_and_is_reported(
+    thread: Any, token: str, service: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(args: dict[str, Any]) -> Any:
+        raise KeyError("a bug inside the tool")
+
+    registry = service.dispatcher.registry
+    registry.register(dataclasses.replace(tools.CALCULATOR, func=broken))
+    try:
+        comm, _ = await helpers.open_socket(thread.id, token=token)
+        await helpers.send(comm, helpers.message("what is 2*3"))
+        events = helpers.run_events(await helpers.receive_until(comm, helpers.completed))
+    finally:
+        registry.register(tools.CALCULATOR)
+    done = next(e["data"] for e in events if e["type"] == "tool_completed")
+    assert (done["status"], done["error"]["code"]) == ("error", "tool_crashed")
+    assert events[-1]["data"]["status"] == "completed"
+    assert run_violations(events) == []
+    crash = next(r for r in caplog.records if r.getMessage().startswith("tool crashed"))
+    assert crash.exc_info is not None
+    assert isinstance(crash.exc_info[1].__cause__, KeyError)  # type: ignore[union-attr]
+    await comm.disconnect()
+
+
+async def test_reaper_closes_a_run_whose_worker_died(thread: Any, token: str, service: Any) -> None:
+    comm, _ = await helpers.open_socket(thread.id, token=token)
+    await helpers.send(comm, helpers.message("wait 20 seconds"))
+    ack = await comm.receive_json_from(timeout=5)
+    await helpers.receive_until(comm, lambda f: f.get("type") == "tool_executing")
+    # The worker dies: its task stops without a word and its heartbeat stops.
+    service.runs[uuid.UUID(ack["run_id"])].abandon()
+    await service.wait_idle()
+    await database_sync_to_async(AgentRun.objects.filter(pk=ack["run_id"]).update)(
+        heartbeat_at=timezone.now() - timedelta(seconds=60)
+    )
+    closed = await reap_stale_runs(service.broadcaster, worker_id="reaper-test", stale_after=30)
+    assert closed == 1
+    frames = await helpers.receive_until(comm, helpers.completed, timeout=5)
+    tail = [
+        (e["type"], e["data"].get("status") or e["data"].get("code"))
+        for e in helpers.run_events(frames)
+    ]
+    assert tail == [
+        ("tool_completed", "error"),
+        ("agent_error", "worker_lost"),
+        ("agent_completed", "failed"),
+    ]
+    everything = await database_sync_to_async(events_after)(thread_id=thread.id, after_seq=0)
+    assert run_violations(everything) == []
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=ack["run_id"])
+    assert (run.status, run.error_code) == ("failed", "worker_lost")
+    assert await reap_stale_runs(service.broadcaster, worker_id="reaper-test", stale_after=30) == 0
+    await comm.disconnect()
+
+
+async def test_a_live_run_is_not_reaped(
+    thread: Any, token: str, service: Any, settings: Any
+) -> None:
+    settings.RUN_HEARTBEAT_INTERVAL = 0.05
+    comm, _ = await helpers.open_socket(thread.id, token=token)
+    await helpers.send(comm, helpers.message("wait 0.5 seconds"))
+    await helpers.receive_until(comm, lambda f: f.get("type") == "tool_executing")
+    await asyncio.sleep(0.3)
+    assert await reap_stale_runs(service.broadcaster, worker_id="reaper-test", stale_after=0.2) == 0
+    frames = await helpers.receive_until(comm, helpers.completed)
+    assert frames[-1]["data"]["status"] == "completed"
+    await comm.disconnect()
