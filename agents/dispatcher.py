@@ -49,10 +49,19 @@ class ToolDispatcher:
         return sum(1 for deadline in self.in_flight.values() if now > deadline)
 
     async def call(
-        self, emitter: RunEmitter, tool_name: str, args: Any, tool_call_id: str | None = None
+        self,
+        emitter: RunEmitter,
+        tool_name: str,
+        args: Any,
+        tool_call_id: str | None = None,
+        *,
+        argument_error: str | None = None,
     ) -> ToolOutcome:
         """Runs one tool call between tool_executing and tool_completed; never raises for
-        a tool's failure (only for cancellation, after tool_completed was emitted)."""
+        a tool's failure (only for cancellation, after tool_completed was emitted).
+
+        `argument_error` says the caller could not decode the arguments (a model's invalid
+        JSON): the call is still announced and paired, and fails with bad_arguments."""
         call_id = tool_call_id or f"call_{uuid.uuid4().hex[:16]}"
         tool = self.registry.get(tool_name)
         await emitter.tool_executing(tool_call_id=call_id, tool=tool_name, args=args)
@@ -69,6 +78,8 @@ class ToolDispatcher:
         try:
             if tool is None:
                 raise ToolError("unknown_tool", f"There is no tool named {tool_name!r}.")
+            if argument_error is not None:
+                raise ToolError("bad_arguments", argument_error)
             if not isinstance(args, dict):
                 raise ToolError("bad_arguments", "Tool arguments must be a JSON object.")
             result = await asyncio.wait_for(tool.func(args), timeout=tool.timeout)

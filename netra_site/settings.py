@@ -142,6 +142,10 @@ WS_INVALID_FRAME_WINDOW = env.float("WS_INVALID_FRAME_WINDOW", default=60.0)
 WS_RATE_MESSAGES_PER_MINUTE = env.int("WS_RATE_MESSAGES_PER_MINUTE", default=30)
 WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
 WS_STUCK_AFTER = env.float("WS_STUCK_AFTER", default=60.0)
+# Housekeeping and the run reaper start with the first request of each server process.
+BACKGROUND_TASKS = env.bool("BACKGROUND_TASKS", default=True)
+PROCESS_HEARTBEAT_INTERVAL = env.float("PROCESS_HEARTBEAT_INTERVAL", default=5.0)
+PROCESS_STALE_AFTER = env.float("PROCESS_STALE_AFTER", default=30.0)
 
 # --- Agent runs ----------------------------------------------------------------------------
 RUN_STALE_AFTER = env.float("RUN_STALE_AFTER", default=30.0)
@@ -150,6 +154,29 @@ RUN_REAPER_INTERVAL = env.float("RUN_REAPER_INTERVAL", default=5.0)
 AGENT_STREAM_DELAY = env.float("AGENT_STREAM_DELAY", default=0.03)
 AGENT_STREAM_CHUNK = env.int("AGENT_STREAM_CHUNK", default=24)
 EVENT_API_MAX_LIMIT = 5000
+
+# --- LLM provider (docs/providers.md) --------------------------------------------------------
+# builtin: the offline agent; openai: any OpenAI-compatible chat-completions server.
+AGENT_PROVIDER = env.str("AGENT_PROVIDER", default="builtin")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1")
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+AGENT_MODEL = env.str("AGENT_MODEL", default="")
+AGENT_SYSTEM_PROMPT = env.str(
+    "AGENT_SYSTEM_PROMPT",
+    default=(
+        "You are the assistant in netra-chat. Answer clearly and concisely. Use the tools "
+        "you are given when they help; always use the calculator for arithmetic and the "
+        "clock for the current date or time, and never guess their results."
+    ),
+)
+AGENT_MAX_STEPS = env.int("AGENT_MAX_STEPS", default=8)
+AGENT_LLM_TIMEOUT = env.float("AGENT_LLM_TIMEOUT", default=120.0)
+AGENT_LLM_CONNECT_TIMEOUT = env.float("AGENT_LLM_CONNECT_TIMEOUT", default=10.0)
+AGENT_LLM_IDLE_TIMEOUT = env.float("AGENT_LLM_IDLE_TIMEOUT", default=30.0)
+AGENT_LLM_MAX_RETRIES = env.int("AGENT_LLM_MAX_RETRIES", default=2)
+AGENT_LLM_RETRY_MAX_WAIT = env.float("AGENT_LLM_RETRY_MAX_WAIT", default=20.0)
+AGENT_HISTORY_CHARS = env.int("AGENT_HISTORY_CHARS", default=24000)
+# --- end of LLM provider -------------------------------------------------------------------
 
 # --- Operations ----------------------------------------------------------------------------
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
