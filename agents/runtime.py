@@ -21,7 +21,7 @@ from agents.emitter import RunEmitter
 from agents.errors import AgentFailure
 from agents.services import RunOwnershipLostError, RunSpec
 from chat import metrics
-from chat.broadcaster import Broadcaster
+from chat.broadcaster import Broadcaster, EventLogError
 from chat.connections import WORKER_ID
 from chat.errors import report_exception
 from chat.events import ThreadGoneError
@@ -110,7 +110,7 @@ async def close_out(
         except ThreadGoneError:
             logger.warning("thread deleted during the run", extra={"run_id": spec.run_id})
             return False
-        except DatabaseError as exc:
+        except (DatabaseError, EventLogError) as exc:
             logger.warning(
                 "could not close out run (attempt %d): %s",
                 attempt + 1,
@@ -153,9 +153,18 @@ class AgentService:
     # --- commands -------------------------------------------------------------------------
 
     async def submit(
-        self, *, thread_id: uuid.UUID, user: Any, text: str, client_msg_id: str
+        self,
+        *,
+        thread_id: uuid.UUID,
+        user: Any,
+        text: str,
+        client_msg_id: str,
+        probe: bool = False,
     ) -> SubmitResult:
-        """Records the message and starts its run; a retry returns the same ids."""
+        """Records the message and starts its run; a retry returns the same ids.
+
+        `probe` runs on an internal health-check thread instead of a user's.
+        """
         result, spec = await database_sync_to_async(services.run_create)(
             thread_id=thread_id,
             user=user,
@@ -163,6 +172,7 @@ class AgentService:
             client_msg_id=client_msg_id,
             agent=self.agent.name,
             worker_id=self.worker_id,
+            probe=probe,
         )
         if spec is not None:
             self._start(spec)
@@ -247,11 +257,16 @@ class AgentService:
         except RunOwnershipLostError:
             logger.warning("run taken over before it started", extra={"run_id": spec.run_id})
             return
-        except (DatabaseError, ThreadGoneError) as exc:
-            logger.warning(
-                "database failure during run: %s",
+        except ThreadGoneError:
+            logger.warning("thread deleted during the run", extra={"run_id": spec.run_id})
+            return
+        except (DatabaseError, EventLogError) as exc:
+            report_exception(
                 exc,
-                extra={"run_id": spec.run_id, "thread_id": spec.thread_id},
+                "database failure during run",
+                run_id=spec.run_id,
+                thread_id=spec.thread_id,
+                user_id=spec.user_id,
             )
             failure = AgentFailure(
                 "unavailable",

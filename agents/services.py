@@ -44,7 +44,14 @@ def _existing(thread: Thread, client_msg_id: str) -> SubmitResult | None:
 
 
 def run_create(
-    *, thread_id: uuid.UUID, user: Any, text: str, client_msg_id: str, agent: str, worker_id: str
+    *,
+    thread_id: uuid.UUID,
+    user: Any,
+    text: str,
+    client_msg_id: str,
+    agent: str,
+    worker_id: str,
+    probe: bool = False,
 ) -> tuple[SubmitResult, RunSpec | None]:
     """Records a user message and its queued run; idempotent on (thread, client_msg_id).
 
@@ -52,7 +59,7 @@ def run_create(
     `thread_not_found` and `run_in_progress`. Concurrent submits are settled by the
     database's unique constraints (one message per client_msg_id, one active run per thread).
     """
-    thread = Thread.objects.filter(pk=thread_id, owner=user, is_probe=False).first()
+    thread = Thread.objects.filter(pk=thread_id, owner=user, is_probe=probe).first()
     if thread is None:
         raise thread_not_found()
     found = _existing(thread, client_msg_id)

@@ -5,6 +5,7 @@ from django.urls import path
 from agents import views
 
 urlpatterns = [
+    path("healthz/events", views.healthz_events, name="healthz-events"),
     path(
         "api/threads/<uuid:thread_id>/messages/", views.api_post_message, name="api-thread-messages"
     ),

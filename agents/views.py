@@ -1,13 +1,17 @@
 """The run API: post a message, cancel a run (thin: validate, call the service)."""
 
+import hmac
 import uuid
 
+from channels.db import database_sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from pydantic import ValidationError
 
-from chat.api import api_view, json_body
-from chat.auth import Principal
-from chat.errors import NetraError, unavailable
+from agents.health import check_event_flow
+from chat.api import api_view, error_response, json_body
+from chat.auth import Principal, parse_bearer, principal_from_token
+from chat.errors import NetraError, forbidden, unauthenticated, unavailable
 from chat.ports import agent_service
 from chat.protocol import MessageBody, bad_request, describe_error
 from chat.views import thread_for
@@ -56,3 +60,37 @@ async def api_cancel_run(
         raise unavailable("The agent service is not running; retry shortly.")
     await service.cancel(run_id=run_id, user=principal.user)
     return JsonResponse({"run_id": str(run_id), "status": "cancelling"}, status=202)
+
+
+async def _health_caller_allowed(request: HttpRequest) -> bool:
+    if settings.DEBUG:
+        return True
+    offered = request.headers.get("X-Health-Token", "")
+    if settings.HEALTHCHECK_TOKEN and offered:
+        return hmac.compare_digest(offered, settings.HEALTHCHECK_TOKEN)
+    authorization = request.headers.get("Authorization")
+    if authorization is not None:
+        principal = await database_sync_to_async(principal_from_token)(parse_bearer(authorization))
+        return bool(principal.user.is_staff)
+    user = await request.auser()
+    if not user.is_authenticated:
+        raise unauthenticated("Send a staff session or token, or the X-Health-Token header.")
+    return bool(user.is_staff)
+
+
+async def healthz_events(request: HttpRequest) -> JsonResponse:
+    """A synthetic run through the real pipeline: 200 with timings, or 503 naming the
+    first missing event."""
+    try:
+        if not await _health_caller_allowed(request):
+            raise forbidden("Only staff or the health-check token may run the event check.")
+    except NetraError as err:
+        return error_response(err)
+    service = agent_service()
+    if service is None:
+        return JsonResponse(
+            {"status": "fail", "missing": "agent_started", "detail": "no agent service"},
+            status=503,
+        )
+    result = await check_event_flow(service)
+    return JsonResponse(result.as_json(), status=200 if result.ok else 503)

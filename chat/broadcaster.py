@@ -9,6 +9,7 @@ from typing import Any
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import DatabaseError
 
 from chat import metrics
 from chat.errors import report_exception
@@ -16,6 +17,10 @@ from chat.events import event_append
 from chat.protocol import encode
 
 logger = logging.getLogger("netra.broadcaster")
+
+
+class EventLogError(RuntimeError):
+    """The event log could not be written; chained to the database's exception."""
 
 
 def thread_group(thread_id: uuid.UUID | str) -> str:
@@ -49,9 +54,18 @@ class Broadcaster:
         A failed log write raises (the run fails loudly). A failed send is logged and
         counted, and the sockets take the event from the log by gap fill.
         """
-        event = await self._append(
-            thread_id=thread_id, run_id=run_id, type=type, data=data, in_transaction=in_transaction
-        )
+        try:
+            event = await self._append(
+                thread_id=thread_id,
+                run_id=run_id,
+                type=type,
+                data=data,
+                in_transaction=in_transaction,
+            )
+        except DatabaseError as exc:
+            raise EventLogError(
+                f"could not log {type} of run {run_id} in thread {thread_id}: {exc}"
+            ) from exc
         metrics.EVENTS_EMITTED.labels(type=type).inc()
         await self.notify(event)
         return event

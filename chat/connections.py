@@ -9,13 +9,13 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
 from chat import metrics
-from chat.models import Connection, ConnectionStateLog
+from chat.models import Connection, ConnectionStateLog, ServerProcess
 from chat.models import ConnectionState as S
 
 logger = logging.getLogger("netra.connections")
@@ -142,3 +142,85 @@ class ConnectionTracker:
             self._pending = pending + self._pending
             raise
         self._saved = True
+
+
+def process_heartbeat() -> None:
+    """Records that this server process is alive (sync; database)."""
+    now = timezone.now()
+    ServerProcess.objects.update_or_create(
+        worker_id=WORKER_ID,
+        defaults={"hostname": socket.gethostname(), "pid": os.getpid(), "heartbeat_at": now},
+        create_defaults={
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "heartbeat_at": now,
+            "started_at": now,
+        },
+    )
+
+
+def _close_out(connection: Connection, reason: str, now: datetime) -> None:
+    rows = []
+    state = connection.state
+    for target in (S.FAILED, S.CLOSED):
+        if target not in TRANSITIONS[state]:
+            continue
+        rows.append(
+            ConnectionStateLog(
+                connection=connection,
+                from_state=state,
+                to_state=target,
+                reason=reason[:300],
+                created_at=now,
+            )
+        )
+        metrics.WS_STATE_TRANSITIONS.labels(from_state=state, to_state=target).inc()
+        logger.warning(
+            "connection %s %s -> %s: %s",
+            connection.id,
+            state,
+            target,
+            reason,
+            extra={
+                "connection_id": connection.id,
+                "user_id": connection.user_id,
+                "thread_id": connection.thread_id,
+                "from_state": state,
+                "to_state": target,
+                "reason": reason,
+            },
+        )
+        state = target
+    with transaction.atomic():
+        updated = Connection.objects.filter(pk=connection.pk, state=connection.state).update(
+            state=S.CLOSED, state_changed_at=now, closed_at=now
+        )
+        if updated:
+            ConnectionStateLog.objects.bulk_create(rows)
+
+
+def reap_connections(*, process_stale_after: float, stuck_after: float) -> int:
+    """Closes out connections whose server process stopped heartbeating, and connections
+    stuck in an intermediate state; returns how many (sync; database)."""
+    now = timezone.now()
+    live = ServerProcess.objects.filter(
+        heartbeat_at__gte=now - timedelta(seconds=process_stale_after)
+    ).values_list("worker_id", flat=True)
+    known = ServerProcess.objects.values_list("worker_id", flat=True)
+    closed = 0
+    orphans = (
+        Connection.objects.exclude(state=S.CLOSED)
+        .filter(worker_id__in=known)
+        .exclude(worker_id__in=live)
+    )
+    for connection in orphans:
+        _close_out(connection, f"server process {connection.worker_id} stopped heartbeating", now)
+        closed += 1
+    stuck = Connection.objects.filter(
+        state__in=[S.CONNECTING, S.AUTHENTICATING, S.CLOSING, S.REJECTED, S.FAILED],
+        state_changed_at__lt=now - timedelta(seconds=stuck_after),
+    )
+    for connection in stuck:
+        _close_out(connection, f"stuck in {connection.state} for over {stuck_after:g} s", now)
+        closed += 1
+    return closed

@@ -169,3 +169,19 @@ class ApiToken(models.Model):
     def is_active(self) -> bool:
         """True while the token has not been revoked."""
         return self.revoked_at is None
+
+
+class ServerProcess(models.Model):
+    """A server process that holds sockets; its heartbeat tells the reaper it is alive."""
+
+    worker_id = models.CharField(max_length=128, primary_key=True)
+    hostname = models.CharField(max_length=200)
+    pid = models.IntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-heartbeat_at"]
+
+    def __str__(self) -> str:
+        return self.worker_id

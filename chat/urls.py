@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from chat import views
+from chat import health, views
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -12,6 +12,8 @@ urlpatterns = [
     path("threads/", views.thread_list, name="thread-list"),
     path("threads/<uuid:thread_id>/", views.thread_detail, name="thread-detail"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics_view, name="metrics"),
     path("api/threads/", views.api_threads, name="api-threads"),
     path("api/threads/<uuid:thread_id>/events/", views.api_thread_events, name="api-thread-events"),
 ]

@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, WebSockets through the chat routing."""
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -8,12 +9,38 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "netra_site.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from chat import housekeeping  # noqa: E402
+from chat.ports import agent_service  # noqa: E402
 from chat.routing import websocket_application  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": websocket_application,
-    }
+
+class StartBackgroundTasks:
+    """Starts the process's housekeeping and agent background loops on the server's event
+    loop with its first request (daphne has no lifespan events to start them earlier)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        """Ensures the loops run, then hands the connection on."""
+        if settings.BACKGROUND_TASKS and scope["type"] in ("http", "websocket"):
+            housekeeping.ensure_started()
+            service = agent_service()
+            if service is not None:
+                service.ensure_background()
+        return await self.app(scope, receive, send)
+
+
+application = StartBackgroundTasks(
+    ProtocolTypeRouter(
+        {
+            # Static files in-process and async, so no sync-only middleware sits on the
+            # request path of every view.
+            "http": ASGIStaticFilesHandler(django_asgi_app),
+            "websocket": websocket_application,
+        }
+    )
 )

@@ -66,7 +66,8 @@ def init_sentry(*, dsn: str, send_message_text: bool, transport: Any = None) -> 
             AsyncioIntegration(),
             LoggingIntegration(event_level=None),
         ],
-        "send_default_pii": False,
+        # Frame locals would carry message text and tokens; the chained tracebacks suffice.
+        "include_local_variables": False,
         "before_send": make_before_send(send_message_text=send_message_text),
         "traces_sample_rate": 0.0,
     }

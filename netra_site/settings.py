@@ -44,7 +44,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -102,9 +101,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = env.str("STATIC_ROOT", default="") or None  # only for collectstatic
-# Serve straight from the apps' static/ folders so that no collectstatic step is needed.
-WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
+# The ASGI application serves /static/ from the apps' static/ folders (no collectstatic
+# step); behind a proxy, run collectstatic into STATIC_ROOT and let the proxy serve it.
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or None
 
 # --- Channel layer -----------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

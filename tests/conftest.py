@@ -43,3 +43,9 @@ async def thread(user: Any) -> Any:
 async def token(user: Any) -> str:
     """A raw API token of `user`."""
     return await database_sync_to_async(helpers.make_token)(user)
+
+
+@pytest.fixture
+def slow_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every socket write takes 20 ms (see helpers.make_sockets_slow)."""
+    helpers.make_sockets_slow(monkeypatch)

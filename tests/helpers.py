@@ -137,3 +137,17 @@ def message(text: str, client_msg_id: str | None = None) -> dict[str, Any]:
         "text": text,
         "client_msg_id": client_msg_id or uuid.uuid4().hex,
     }
+
+
+def make_sockets_slow(monkeypatch: pytest.MonkeyPatch, delay: float = 0.02) -> None:
+    """Makes every socket write take `delay`, like a client on a slow network, so that the
+    channel layer's queue fills up during a burst and drops messages at capacity."""
+    from chat.consumers import ChatConsumer
+
+    real_send = ChatConsumer.send
+
+    async def slow_send(self: Any, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(delay)
+        await real_send(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChatConsumer, "send", slow_send)

@@ -48,6 +48,7 @@ def base_env(**extra: str) -> dict[str, str]:
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "AGENT_STREAM_DELAY": env.get("AGENT_STREAM_DELAY", "0.01"),
             "PYTHONUNBUFFERED": "1",
+            "BACKGROUND_TASKS": "1",
         }
     )
     env.update(extra)

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from prometheus_client import REGISTRY
 
 from agents.invariants import by_run, run_violations
 from agents.models import AgentRun
@@ -196,12 +197,13 @@ async def test_resume_while_the_run_is_live_has_no_gap_or_double(
 
 
 async def test_gap_fill_when_the_layer_drops_at_capacity(
-    thread: Any, token: str, service: Any, settings: Any
+    thread: Any, token: str, service: Any, settings: Any, slow_sockets: None
 ) -> None:
     settings.CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 3}}
     }
     settings.AGENT_STREAM_CHUNK = 1  # one delta per word: a burst of events
+    gaps_before = REGISTRY.get_sample_value("netra_event_gaps_filled_total") or 0
     comm, _ = await helpers.open_socket(thread.id, token=token)
     text = "what is " + " and ".join(f"{i}*{i}" for i in range(1, 13))
     await helpers.send(comm, helpers.message(text))
@@ -211,11 +213,13 @@ async def test_gap_fill_when_the_layer_drops_at_capacity(
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert len(events) > 40
     assert run_violations(events) == []
+    gaps = (REGISTRY.get_sample_value("netra_event_gaps_filled_total") or 0) - gaps_before
+    assert gaps > 0, "the layer dropped nothing: this test did not exercise gap fill"
     await comm.disconnect()
 
 
 async def test_tail_lost_by_the_layer_is_recovered(
-    thread: Any, token: str, service: Any, settings: Any
+    thread: Any, token: str, service: Any, settings: Any, slow_sockets: None
 ) -> None:
     settings.CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1}}
@@ -226,6 +230,7 @@ async def test_tail_lost_by_the_layer_is_recovered(
     frames = await helpers.receive_until(comm, helpers.completed, timeout=10)
     events = helpers.run_events(frames)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert run_violations(events) == []
     await comm.disconnect()
 
 

@@ -1,0 +1,144 @@
+"""The event-flow check: a synthetic run through the real agent service, broadcaster and
+channel layer to a probe channel, verified event by event (DESIGN section 5)."""
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+
+from chat.broadcaster import thread_group
+from chat.models import Thread
+
+EXPECTED = (
+    "agent_started",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "partial_result",
+    "agent_completed",
+)
+PROBE_USER = "netra-probe"
+PROBE_TEXT = "what is 6*7"
+KEEP_PROBE_THREADS = 5
+_lock: asyncio.Lock | None = None
+
+
+@dataclass
+class FlowResult:
+    """The outcome of one event-flow check."""
+
+    ok: bool
+    missing: str | None = None
+    detail: str = ""
+    run_id: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON body of /healthz/events."""
+        body: dict[str, Any] = {
+            "status": "ok" if self.ok else "fail",
+            "run_id": self.run_id,
+            "timings_ms": self.timings_ms,
+            "seen": self.seen,
+        }
+        if not self.ok:
+            body["missing"] = self.missing
+            body["detail"] = self.detail
+        return body
+
+
+def _probe_thread() -> tuple[Any, Thread]:
+    user, _ = get_user_model()._default_manager.get_or_create(
+        username=PROBE_USER, defaults={"is_active": False}
+    )
+    thread = Thread.objects.create(owner=user, title="event-flow probe", is_probe=True)
+    return user, thread
+
+
+def _prune_probe_threads() -> None:
+    old = Thread.objects.filter(is_probe=True).order_by("-created_at")[KEEP_PROBE_THREADS:]
+    Thread.objects.filter(pk__in=list(old.values_list("pk", flat=True))).delete()
+
+
+def first_missing(seen: list[str]) -> str | None:
+    """Returns the first expected event not found, in order, among those seen."""
+    position = 0
+    for expected in EXPECTED:
+        try:
+            position = seen.index(expected, position) + 1
+        except ValueError:
+            return expected
+    return None
+
+
+async def check_event_flow(service: Any, *, timeout: float = 5.0) -> FlowResult:
+    """Runs the built-in agent on a probe thread and checks its events reach a channel."""
+    global _lock
+    if _lock is None:
+        _lock = asyncio.Lock()
+    async with _lock:
+        return await _check(service, timeout)
+
+
+async def _check(service: Any, timeout: float) -> FlowResult:
+    layer = get_channel_layer()
+    user, thread = await database_sync_to_async(_probe_thread)()
+    channel = await layer.new_channel("healthz.")
+    group = thread_group(thread.id)
+    await layer.group_add(group, channel)
+    started = time.monotonic()
+    result = FlowResult(ok=False)
+    try:
+        ack = await service.submit(
+            thread_id=thread.id,
+            user=user,
+            text=PROBE_TEXT,
+            client_msg_id=uuid.uuid4().hex,
+            probe=True,
+        )
+        result.run_id = str(ack.run_id)
+        final: dict[str, Any] | None = None
+        deadline = started + timeout
+        while final is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), remaining)
+            except TimeoutError:
+                break
+            if message.get("type") != "thread.event":
+                continue
+            event = json.loads(message["text"])
+            result.seen.append(event["type"])
+            result.timings_ms.setdefault(
+                event["type"], round((time.monotonic() - started) * 1000, 1)
+            )
+            if event["type"] == "agent_completed":
+                final = event
+        result.missing = first_missing(result.seen)
+        if result.missing is not None:
+            result.detail = (
+                f"{result.missing} did not arrive in order within {timeout:g} s "
+                f"(seen: {', '.join(result.seen) or 'nothing'})"
+            )
+        elif (
+            final is None
+            or final["data"].get("status") != "completed"
+            or ("42" not in final["data"].get("text", ""))
+        ):
+            result.missing = "agent_completed"
+            result.detail = f"the probe run did not complete with the answer: {final}"
+        else:
+            result.ok = True
+    finally:
+        await layer.group_discard(group, channel)
+        await database_sync_to_async(_prune_probe_threads)()
+    return result
