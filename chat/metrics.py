@@ -56,3 +56,14 @@ CHANNEL_LAYER_ERRORS = Counter(
     ["operation"],
 )
 LLM_REQUESTS = Counter("netra_llm_requests", "Requests to the LLM provider.", ["outcome"])
+
+# Label values known in advance start at 0, so that rate() and increase() see the first
+# failure of a process rather than a series appearing out of nowhere.
+for _outcome in ("accepted", "rejected"):
+    WS_CONNECTIONS_TOTAL.labels(outcome=_outcome)
+for _code in ("unauthenticated", "forbidden", "auth_timeout"):
+    WS_AUTH_FAILURES.labels(code=_code)
+for _operation in ("group_send", "group_add", "group_discard", "send", "readyz"):
+    CHANNEL_LAYER_ERRORS.labels(operation=_operation)
+for _status in ("completed", "failed", "cancelled"):
+    RUNS_TOTAL.labels(status=_status)

@@ -363,3 +363,51 @@ def test_json_log_lines_carry_the_ids() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "run r1 done"
     assert (line["run_id"], line["thread_id"], line["level"]) == ("r1", "t1", "INFO")
+
+
+# --- admin ----------------------------------------------------------------------------------
+
+
+async def test_operations_page_shows_states_and_runs_the_check(
+    thread: Any, token: str, service: Any
+) -> None:
+    def staff_client() -> Client:
+        admin_user = helpers.make_user("root-op")
+        admin_user.is_staff = True
+        admin_user.is_superuser = True
+        admin_user.save()
+        client = Client()
+        client.force_login(admin_user)
+        return client
+
+    refused = helpers.communicator(thread.id, token="nt_bad")
+    await refused.connect()
+    await refused.receive_output(timeout=5)
+    await refused.disconnect()
+    client = await database_sync_to_async(staff_client)()
+    page = await database_sync_to_async(client.get)("/admin/ops/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Authentication failures" in html and "unauthenticated" in html
+    index = await database_sync_to_async(client.get)("/admin/")
+    assert 'href="/admin/ops/"' in index.content.decode()
+    for path in (
+        "/admin/chat/connection/",
+        "/admin/chat/event/",
+        "/admin/agents/agentrun/",
+        "/admin/chat/apitoken/",
+        "/admin/chat/thread/",
+        "/admin/chat/message/",
+    ):
+        assert (await database_sync_to_async(client.get)(path)).status_code == 200, path
+
+
+async def test_operations_page_is_for_staff_only(user: Any) -> None:
+    def plain_client() -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    client = await database_sync_to_async(plain_client)()
+    response = await database_sync_to_async(client.get)("/admin/ops/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
