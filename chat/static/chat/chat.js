@@ -1,1 +1,397 @@
-// The live chat client arrives with the web-chat issue.
+// The chat page: connection status, the composer, and the live run timelines in the history.
+
+import { byMessageId, el } from "./dom.js";
+import { RunView } from "./runs.js";
+import { ThreadSocket } from "./socket.js";
+
+const NEAR_BOTTOM_PX = 120;
+
+function newClientMsgId() {
+  if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
+  return `m-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+class ChatPage {
+  constructor(root) {
+    this.root = root;
+    this.threadId = root.dataset.threadId;
+    this.loginUrl = root.dataset.loginUrl || "/accounts/login/";
+    this.threadsUrl = root.dataset.threadsUrl || "/threads/";
+    this.history = document.getElementById("history");
+    this.announcer = document.getElementById("announcer");
+    this.status = document.getElementById("conn-status");
+    this.form = document.getElementById("composer");
+    this.input = document.getElementById("input");
+    this.sendButton = document.getElementById("send");
+    this.cancelButton = document.getElementById("cancel");
+    this.note = document.getElementById("composer-note");
+
+    this.runs = new Map();
+    this.outbox = new Map();
+    this.activeRunId = null;
+    this.cancelling = false;
+    this.connection = "connecting";
+    this.closedReason = null;
+    this.notice = null;
+
+    const resumeAfter = Number.parseInt(root.dataset.resumeAfter ?? root.dataset.lastSeq ?? "0", 10) || 0;
+    this.socket = new ThreadSocket({
+      threadId: this.threadId,
+      afterSeq: resumeAfter,
+      callbacks: {
+        onStatus: (info) => this.onStatus(info),
+        onEvent: (event) => this.onEvent(event),
+        onFrame: (frame) => this.onFrame(frame),
+        onReady: () => this.onReady(),
+      },
+    });
+    this.bindComposer();
+    this.scrollToBottom(true);
+    this.renderComposer();
+    this.socket.start();
+  }
+
+  // --- composer ---------------------------------------------------------------------------
+
+  bindComposer() {
+    this.form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      this.submit();
+    });
+    this.input.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        this.submit();
+      }
+    });
+    this.input.addEventListener("input", () => this.renderComposer());
+    this.cancelButton.addEventListener("click", () => this.cancelRun());
+  }
+
+  get busy() {
+    return this.activeRunId !== null || [...this.outbox.values()].some((m) => !m.acked);
+  }
+
+  submit(text = this.input.value) {
+    const body = text.trim();
+    if (!body || this.busy || this.connection !== "connected") {
+      this.renderComposer();
+      return;
+    }
+    const clientMsgId = newClientMsgId();
+    const bubble = el(
+      "li",
+      { class: "msg msg-user pending", dataset: { clientMsgId } },
+      el("span", { class: "who", text: "You" }),
+      el("div", { class: "text", text: body }),
+      el("span", { class: "msg-state", text: "sending…" }),
+    );
+    document.getElementById("empty-thread")?.remove();
+    this.history.append(bubble);
+    this.outbox.set(clientMsgId, { clientMsgId, text: body, bubble, acked: false });
+    if (text === this.input.value) this.input.value = "";
+    this.sendMessage(clientMsgId);
+    this.scrollToBottom(true);
+    this.renderComposer();
+  }
+
+  sendMessage(clientMsgId) {
+    const message = this.outbox.get(clientMsgId);
+    if (!message) return;
+    this.socket.send({ type: "user_message", text: message.text, client_msg_id: clientMsgId });
+  }
+
+  cancelRun() {
+    if (!this.activeRunId || this.cancelling) return;
+    if (this.socket.send({ type: "cancel", run_id: this.activeRunId })) {
+      this.cancelling = true;
+      this.announce("Cancelling the run.");
+    }
+    this.renderComposer();
+  }
+
+  renderComposer() {
+    let reason = "";
+    let canType = true;
+    if (this.closedReason) {
+      reason = this.closedReason;
+      canType = false;
+    } else if (this.busy) {
+      reason = this.cancelling
+        ? "Cancelling the run…"
+        : "The agent is answering. You can write again when it has finished, or cancel the run.";
+      canType = false;
+    } else if (this.connection !== "connected") {
+      reason = "Not connected: you can send again once the connection is back.";
+    } else {
+      reason = "Enter sends, Shift+Enter adds a new line.";
+    }
+    const hadFocus = document.activeElement === this.input;
+    this.input.disabled = !canType;
+    this.sendButton.disabled = !canType || this.connection !== "connected" || !this.input.value.trim();
+    const showCancel = this.activeRunId !== null && !this.closedReason;
+    this.cancelButton.hidden = !showCancel;
+    this.cancelButton.disabled = this.cancelling || this.connection !== "connected";
+    this.cancelButton.textContent = this.cancelling ? "Cancelling…" : "Cancel run";
+    if (hadFocus && !canType && showCancel) this.cancelButton.focus();
+    this.note.textContent = this.notice ? `${this.notice} ${reason}` : reason;
+    this.note.dataset.kind = this.closedReason ? "error" : this.busy ? "busy" : "info";
+  }
+
+  // --- connection status --------------------------------------------------------------------
+
+  onStatus(info) {
+    const previous = this.connection;
+    this.connection = info.state === "connected" ? "connected" : info.state;
+    this.status.dataset.state = info.state;
+    const text = this.status.querySelector(".conn-text");
+    const extra = [];
+    switch (info.state) {
+      case "connecting":
+        text.textContent = "Connecting…";
+        break;
+      case "connected":
+        text.textContent = "Connected";
+        break;
+      case "reconnecting":
+        text.textContent =
+          info.seconds > 0 ? `Reconnecting in ${info.seconds} s (attempt ${info.attempt})` : "Reconnecting…";
+        if (info.seconds > 0) extra.push(this.button("Retry now", () => this.socket.reconnectNow()));
+        break;
+      case "offline":
+        text.textContent = "Offline: waiting for the network";
+        break;
+      case "closed":
+        this.showClosed(info, text, extra);
+        break;
+      default:
+        text.textContent = info.message || info.state;
+    }
+    this.status.replaceChildren(this.status.querySelector(".conn-dot"), text, ...extra);
+    if (info.state !== previous) {
+      const said = {
+        connected: previous === "connecting" ? null : "Connected again.",
+        reconnecting: previous === "connected" ? "The connection was lost; reconnecting." : null,
+        offline: "You are offline.",
+      }[info.state];
+      if (said) this.announce(said);
+    }
+    if (info.state !== "connected") this.cancelling = false;
+    this.renderComposer();
+  }
+
+  showClosed(info, text, extra) {
+    const message = info.error?.message;
+    if (info.code === 4401) {
+      this.status.dataset.state = "expired";
+      text.textContent = "Your session has expired.";
+      extra.push(el("a", { href: this.loginUrl, class: "conn-action", text: "Log in again" }));
+      this.closedReason = "Your session has expired: log in again to keep chatting.";
+    } else if (info.code === 4404) {
+      this.status.dataset.state = "gone";
+      text.textContent = "This thread no longer exists.";
+      extra.push(el("a", { href: this.threadsUrl, class: "conn-action", text: "Back to your threads" }));
+      this.closedReason = "This thread is gone; start a new one from your threads.";
+    } else if (info.code === 4403) {
+      text.textContent = "Your account may not use the chat.";
+      this.closedReason = message || "This account is not permitted to chat.";
+    } else {
+      const what = {
+        4400: "The server closed the connection after invalid messages.",
+        4408: "The server could not check your login in time.",
+        4429: "Too many connections or messages.",
+      }[info.code] || `The server closed the connection (${info.code}).`;
+      text.textContent = what;
+      extra.push(
+        this.button("Reconnect", () => {
+          this.closedReason = null;
+          this.socket.reconnectNow();
+        }),
+      );
+      this.closedReason = message ? `${message}` : `${what} Reconnect when ready.`;
+    }
+    this.announce(`${text.textContent} ${this.closedReason}`);
+  }
+
+  button(label, onClick) {
+    const button = el("button", { type: "button", class: "link conn-action", text: label });
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  // --- frames and events --------------------------------------------------------------------
+
+  onReady() {
+    // Anything sent but not acknowledged before the connection dropped goes again with the
+    // same client_msg_id; the server answers a retry with duplicate:true, never a second run.
+    for (const message of this.outbox.values()) {
+      if (!message.acked) this.sendMessage(message.clientMsgId);
+    }
+    this.renderComposer();
+  }
+
+  onFrame(frame) {
+    switch (frame.type) {
+      case "ack":
+        this.onAck(frame);
+        break;
+      case "error":
+        this.onError(frame);
+        break;
+      case "out_of_sync":
+        this.showNotice(frame.message, "Reload", () => window.location.reload());
+        break;
+      default:
+        break;
+    }
+    this.renderComposer();
+  }
+
+  onAck(frame) {
+    const message = this.outbox.get(frame.client_msg_id);
+    if (!message) return;
+    this.outbox.delete(frame.client_msg_id);
+    const { bubble } = message;
+    const existing = byMessageId(this.history, frame.message_id);
+    if (existing && existing !== bubble) {
+      bubble.remove();
+    } else {
+      bubble.dataset.messageId = frame.message_id;
+      bubble.classList.remove("pending");
+      bubble.querySelector(".msg-state")?.remove();
+      const run = this.runs.get(frame.run_id);
+      if (run) this.history.insertBefore(bubble, run.root);
+    }
+    const run = this.runs.get(frame.run_id);
+    if (!run || !run.finished) this.activeRunId = frame.run_id;
+  }
+
+  onError(frame) {
+    if (frame.close_code) return;
+    const message = frame.ref ? this.outbox.get(frame.ref) : null;
+    if (message) {
+      this.outbox.delete(frame.ref);
+      message.bubble.classList.add("failed");
+      const state = message.bubble.querySelector(".msg-state");
+      if (state) state.textContent = `not sent: ${frame.message}`;
+      if (!this.input.value) this.input.value = message.text;
+      this.announce(`Your message was not sent: ${frame.message}`);
+      return;
+    }
+    if (frame.code === "run_not_active") {
+      this.cancelling = false;
+      this.showNotice("That run had already ended.");
+      return;
+    }
+    this.showNotice(`The server says: ${frame.message}`);
+  }
+
+  showNotice(text, actionLabel, action) {
+    this.notice = text;
+    this.announce(text);
+    this.renderComposer();
+    if (actionLabel) this.note.append(" ", this.button(actionLabel, action));
+  }
+
+  onEvent(event) {
+    const stick = this.isNearBottom();
+    let run = this.runs.get(event.run_id);
+    if (!run) run = this.addRun(event);
+    const said = run.apply(event);
+    if (event.type === "agent_started") this.placeRun(run);
+    if (!run.finished) this.activeRunId = run.runId;
+    if (run.assistantMessageId) this.reconcileAnswer(run);
+    if (event.type === "agent_completed") {
+      if (this.activeRunId === run.runId) this.activeRunId = null;
+      this.cancelling = false;
+      this.notice = null;
+      this.touchThreadInSidebar();
+    }
+    if (said) this.announce(said);
+    this.renderComposer();
+    if (event.type === "agent_completed" && document.activeElement === document.body) this.input.focus();
+    this.scrollToBottom(stick);
+  }
+
+  addRun(event) {
+    const run = new RunView({ runId: event.run_id, onRetry: (view) => this.retry(view) });
+    this.runs.set(event.run_id, run);
+    document.getElementById("empty-thread")?.remove();
+    this.history.append(run.root);
+    return run;
+  }
+
+  placeRun(run) {
+    // The run goes right after the user message that started it; that message is in the
+    // server-rendered history, or it was sent from this page, or it came from elsewhere.
+    const userMessage = byMessageId(this.history, run.userMessageId);
+    if (userMessage) {
+      userMessage.after(run.root);
+      return;
+    }
+    const waitingForAck = [...this.outbox.values()].some((m) => !m.acked);
+    if (!waitingForAck) {
+      run.root.before(
+        el(
+          "li",
+          { class: "msg msg-user elsewhere", dataset: { messageId: run.userMessageId || "" } },
+          el("span", { class: "who", text: "You" }),
+          el("div", { class: "text", text: "(a message sent from another window)" }),
+        ),
+      );
+    }
+  }
+
+  reconcileAnswer(run) {
+    // A run that ended between the page's render and the socket's replay has its answer
+    // in the server-rendered history too: keep one. The timeline wins when it is complete.
+    const rendered = [...this.history.querySelectorAll(".msg-assistant[data-message-id]")].find(
+      (node) => node.dataset.messageId === run.assistantMessageId && !run.root.contains(node),
+    );
+    if (!rendered) return;
+    if (run.sawStart) rendered.remove();
+    else {
+      run.root.remove();
+      this.runs.delete(run.runId);
+    }
+  }
+
+  retry(run) {
+    const userMessage = byMessageId(this.history, run.userMessageId);
+    const text = userMessage?.querySelector(".text")?.textContent;
+    if (!text || userMessage.classList.contains("elsewhere")) {
+      this.input.focus();
+      return;
+    }
+    this.submit(text);
+  }
+
+  touchThreadInSidebar() {
+    const time = document.querySelector(".sidebar .current time");
+    if (time) {
+      time.textContent = "just now";
+      time.setAttribute("datetime", new Date().toISOString());
+    }
+  }
+
+  // --- helpers --------------------------------------------------------------------------------
+
+  announce(text) {
+    this.announcer.textContent = "";
+    window.setTimeout(() => {
+      this.announcer.textContent = text;
+    }, 50);
+  }
+
+  isNearBottom() {
+    const scroller = this.history;
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  scrollToBottom(force) {
+    if (force) this.history.scrollTop = this.history.scrollHeight;
+  }
+}
+
+const root = document.getElementById("chat");
+if (root) new ChatPage(root);

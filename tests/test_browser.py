@@ -1,0 +1,339 @@
+"""The web chat in a real browser: Playwright driving Debian's Chromium against daphne."""
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, WebSocket, expect, sync_playwright
+
+from tests.helpers import require
+from tests.servers import ROOT, Server
+
+pytestmark = pytest.mark.chromium
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "pw-Secret-123"
+SCREENSHOTS = ROOT / "test-output" / "screenshots"
+DESKTOP = {"width": 1200, "height": 820}
+PHONE = {"width": 390, "height": 844}
+
+expect.set_options(timeout=20_000)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless; skips loudly (or fails under NETRA_REQUIRE) without it."""
+    require(
+        "chromium",
+        os.access(CHROMIUM, os.X_OK),
+        f"{CHROMIUM} is missing (apt-get install chromium)",
+    )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    """One daphne server for the tests that do not restart it."""
+    srv = Server().start()
+    yield srv
+    srv.stop()
+
+
+class Restartable:
+    """A daphne server of one test, which the test may stop and start again."""
+
+    def __init__(self) -> None:
+        self.server = Server().start()
+
+    def restart(self) -> Server:
+        """Starts a new daphne process on the same port and database (stopping the old one)."""
+        old = self.server
+        old.stop()
+        self.server = Server(
+            port=old.port, workdir=old.workdir, env={"DATABASE_URL": old.env["DATABASE_URL"]}
+        ).start()
+        return self.server
+
+
+@pytest.fixture
+def own_server() -> Iterator[Restartable]:
+    """A server of this test alone; list it before `page` so the screenshot sees it running."""
+    box = Restartable()
+    yield box
+    box.server.stop()
+
+
+def shot_path(request: pytest.FixtureRequest) -> Path:
+    """Where the screenshot of this test's final page goes."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', request.node.name)}.png"
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser context and page; its final state is saved as a screenshot."""
+    viewport = getattr(request, "param", DESKTOP)
+    context = browser.new_context(viewport=viewport)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on("console", lambda msg: print(f"console {msg.type}: {msg.text}"))
+    yield tab
+    tab.screenshot(path=str(shot_path(request)), full_page=False)
+    context.close()
+    assert errors == [], f"uncaught script errors on the page: {errors}"
+
+
+def new_user(server: Server, name: str = "") -> str:
+    """Creates a user (with a unique name unless given); returns the name."""
+    name = name or f"u{uuid.uuid4().hex[:10]}"
+    server.make_user(name, PASSWORD)
+    return name
+
+
+def log_in(page: Page, server: Server, username: str) -> None:
+    """Logs in through the login form and lands on the thread list."""
+    page.goto(f"{server.http}/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Your threads")).to_be_visible()
+
+
+def open_new_thread(page: Page, title: str = "") -> None:
+    """Creates a thread from the thread list and waits for its socket."""
+    if title:
+        page.get_by_placeholder("Title (optional)").fill(title)
+    page.get_by_role("button", name="New thread").click()
+    expect(page.locator("#conn-status")).to_have_text("Connected")
+
+
+def ask(page: Page, text: str) -> None:
+    """Types a message and sends it with Enter."""
+    box = page.get_by_label("Message")
+    expect(box).to_be_enabled()
+    box.fill(text)
+    box.press("Enter")
+
+
+def last_run(page: Page) -> Locator:
+    """The most recent run timeline on the page."""
+    return page.locator("#history .run").last
+
+
+def test_ask_the_agent_and_see_the_tool_card_and_answer(page: Page, server: Server) -> None:
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Multiplication")
+    box = page.get_by_label("Message")
+    box.fill("first line")
+    box.press("Shift+Enter")
+    box.press_sequentially("second line")
+    expect(box).to_have_value("first line\nsecond line")
+    expect(page.locator("#history .msg-user")).to_have_count(0)
+
+    ask(page, "what is 12*7")
+
+    run = page.locator("#history .run")
+    expect(run).to_have_attribute("data-state", "completed")
+    card = run.locator(".tool-card")
+    expect(card).to_have_count(1)
+    expect(card.locator(".tool-name")).to_have_text("calculator")
+    expect(card.locator(".tool-args")).to_contain_text("12*7")
+    expect(card).to_have_attribute("data-state", "ok")
+    expect(card.locator(".tool-result")).to_contain_text("84")
+    expect(card.locator(".tool-status")).to_contain_text(re.compile(r"done in \d"))
+    expect(run.locator(".step-thinking").first).to_be_visible()
+    expect(run.locator(".answer .text")).to_contain_text("84")
+    expect(run.locator(".run-end")).to_contain_text(re.compile(r"Completed in \d"))
+    expect(page.locator("#history .msg-user .text")).to_have_text(["what is 12*7"])
+    expect(page.get_by_label("Message")).to_be_enabled()
+    expect(page.locator("#cancel")).to_be_hidden()
+
+
+def test_a_failing_tool_shows_an_error_card_and_the_run_completes(
+    page: Page, server: Server
+) -> None:
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Division by zero")
+
+    ask(page, "what is 1/0")
+
+    run = page.locator("#history .run")
+    expect(run).to_have_attribute("data-state", "completed")
+    card = run.locator(".tool-card")
+    expect(card).to_have_attribute("data-state", "error")
+    expect(card.locator(".tool-status")).to_contain_text("failed after")
+    expect(card.locator(".tool-error")).to_be_visible()
+    expect(run.locator(".answer .text")).to_contain_text("could not be computed")
+    expect(run.locator(".run-state")).to_have_text("Completed")
+
+
+def test_server_restart_between_messages_reconnects_and_shows_each_answer_once(
+    own_server: Restartable, page: Page
+) -> None:
+    server = own_server.server
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Restart")
+    ask(page, "what is 12*7")
+    expect(last_run(page).locator(".run-end")).to_contain_text("Completed")
+
+    server.stop()
+    status = page.locator("#conn-status")
+    expect(status).to_contain_text("Reconnecting")
+    expect(page.locator("#composer-note")).to_contain_text("Not connected")
+    own_server.restart()
+    expect(status).to_have_text("Connected", timeout=40_000)
+    ask(page, "what is 2**10")
+    expect(page.locator("#history .run")).to_have_count(2)
+    expect(last_run(page).locator(".run-end")).to_contain_text("Completed")
+
+    answers = page.locator("#history .msg-assistant .text")
+    expect(answers).to_have_count(2)
+    expect(answers.nth(0)).to_contain_text("84")
+    expect(answers.nth(1)).to_contain_text("1024")
+    expect(page.locator("#history .msg-user .text")).to_have_text(["what is 12*7", "what is 2**10"])
+    page.reload()
+    expect(status).to_have_text("Connected")
+    expect(page.locator("#history .msg-assistant .text")).to_have_text(
+        ["12*7 = 84.", "2**10 = 1024."]
+    )
+
+
+def test_reload_in_the_middle_of_a_run_shows_the_run_so_far_then_its_end(
+    page: Page, server: Server
+) -> None:
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Reload mid-run")
+    ask(page, "wait 3 seconds and what is 2+2")
+    wait_card = page.locator(".tool-card[data-tool='wait']")
+    expect(wait_card).to_have_attribute("data-state", "running")
+    expect(page.get_by_label("Message")).to_be_disabled()
+    expect(page.locator("#composer-note")).to_contain_text("The agent is answering")
+    expect(page.get_by_role("button", name="Cancel run")).to_be_visible()
+
+    page.reload()
+
+    expect(page.locator("#history .msg-user .text")).to_have_text(
+        ["wait 3 seconds and what is 2+2"]
+    )
+    run = page.locator("#history .run")
+    expect(run).to_have_count(1)
+    expect(run.locator(".step-start")).to_have_count(1)
+    expect(run.locator(".step-thinking").first).to_contain_text("wait 3")
+    expect(run.locator(".tool-card[data-tool='wait']")).to_have_count(1)
+    expect(run).to_have_attribute("data-state", "completed")
+    expect(run.locator(".tool-card[data-tool='calculator'] .tool-result")).to_contain_text("4")
+    expect(run.locator(".answer .text")).to_contain_text("2+2 = 4")
+    expect(page.locator("#history .msg-assistant")).to_have_count(1)
+    expect(page.get_by_label("Message")).to_be_enabled()
+
+
+def test_cancel_button_stops_the_run(page: Page, server: Server) -> None:
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Cancel")
+    ask(page, "wait 20 seconds")
+    expect(page.locator(".tool-card[data-tool='wait']")).to_have_attribute("data-state", "running")
+
+    page.get_by_role("button", name="Cancel run").click()
+
+    run = page.locator("#history .run")
+    expect(run).to_have_attribute("data-state", "cancelled")
+    expect(run.locator(".run-end")).to_contain_text("Cancelled after")
+    expect(page.get_by_role("button", name="Cancel run")).to_be_hidden()
+    expect(page.get_by_label("Message")).to_be_enabled()
+
+
+def test_expired_session_shows_the_login_link_and_stops_reconnecting(
+    own_server: Restartable, page: Page, request: pytest.FixtureRequest
+) -> None:
+    server = own_server.server
+    sockets: list[WebSocket] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    page.clock.install()
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Expiry")
+    # From here on, timers run only when the test advances the clock: the retries are countable.
+    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+    server.manage(
+        "shell",
+        "-c",
+        "from django.contrib.sessions.models import Session; Session.objects.all().delete()",
+    )
+    server.stop()
+    status = page.locator("#conn-status")
+    expect(status).to_contain_text("Reconnecting")
+    own_server.restart()
+    page.clock.run_for(20_000)
+    expect(status).to_contain_text("Your session has expired.")
+    link = status.get_by_role("link", name="Log in again")
+    expect(link).to_have_attribute("href", re.compile(r"^/accounts/login/\?next=/threads/"))
+    expect(page.locator("#composer-note")).to_contain_text("log in again")
+    expect(page.get_by_label("Message")).to_be_disabled()
+
+    page.clock.run_for(300_000)
+    expect(status).to_have_attribute("data-state", "expired")
+    assert len(sockets) == 2, f"one socket, one retry, then none; saw {len(sockets)}"
+    page.screenshot(path=str(shot_path(request)).replace(".png", "_expired.png"))
+
+    link.click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+
+@pytest.mark.parametrize("page", [PHONE], indirect=True)
+def test_phone_width_is_readable(page: Page, server: Server) -> None:
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "On the phone")
+    ask(page, "what is 12*7 and 2**10")
+    run = page.locator("#history .run")
+    expect(run).to_have_attribute("data-state", "completed")
+    expect(run.locator(".answer .text")).to_contain_text("1024")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px at phone width"
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+def test_screenshot_of_a_finished_run(
+    page: Page, server: Server, request: pytest.FixtureRequest
+) -> None:
+    log_in(page, server, new_user(server, "ada"))
+    open_new_thread(page, "What time is it?")
+    ask(page, "what time is it")
+    expect(page.locator("#history .run")).to_have_attribute("data-state", "completed")
+    page.goto(f"{server.http}/threads/")
+    open_new_thread(page, "Arithmetic with tools")
+    ask(page, "what is 12*7 and 2**10 and 1/0")
+
+    run = page.locator("#history .run")
+    expect(run).to_have_attribute("data-state", "completed")
+    expect(run.locator(".tool-card")).to_have_count(3)
+    expect(run.locator(".answer .text")).to_contain_text("1024")
+    current = page.locator(".sidebar .current")
+    expect(current).to_have_count(1)
+    expect(current.get_by_role("link")).to_have_text("Arithmetic with tools")
+    expect(current.get_by_role("link")).to_have_attribute("aria-current", "page")
+    expect(page.locator(".sidebar .threads li")).to_have_count(2)
+    page.locator("#input").blur()
+    target = os.environ.get("NETRA_SCREENSHOT")
+    if target:
+        path = Path(target)
+        if not path.is_absolute():
+            path = ROOT / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path))
+        assert path.stat().st_size > 0
