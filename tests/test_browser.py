@@ -295,6 +295,52 @@ def test_expired_session_shows_the_login_link_and_stops_reconnecting(
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
+CLIENT_ORDERING_CHECK = """
+async () => {
+  const { ThreadSocket, backoffDelay, isFinalClose } = await import("/static/chat/socket.js");
+  const delivered = [];
+  const sent = [];
+  const socket = new ThreadSocket({
+    threadId: "t",
+    afterSeq: 5,
+    callbacks: {
+      onEvent: (event) => delivered.push(event.seq),
+      onFrame: () => {},
+      onStatus: () => {},
+      onReady: () => {},
+    },
+  });
+  socket.send = (frame) => { sent.push(frame); return true; };
+  const event = (seq) => ({ type: "agent_thinking", seq, run_id: "r", data: { text: "", step: 1 } });
+  for (const seq of [5, 6, 6, 8, 9]) socket.onRunEvent(event(seq));
+  const sentAtGap = JSON.parse(JSON.stringify(sent));
+  for (const seq of [7, 8, 9]) socket.onRunEvent(event(seq));
+  socket.onResumeComplete({ type: "resume_complete", after_seq: 6, last_seq: 9, recovered: true });
+  return {
+    delivered,
+    sentAtGap,
+    sentInAll: sent.length,
+    lastSeq: socket.lastSeq,
+    delays: [0, 1, 2, 3, 10].map((attempt) => backoffDelay(attempt, () => 1)),
+    shortest: backoffDelay(2, () => 0),
+    final: [4400, 4401, 4404, 4429, 4500, 4503, 1006, 1001].map(isFinalClose),
+  };
+}
+"""
+
+
+def test_client_drops_duplicates_resumes_on_a_gap_and_backs_off(page: Page, server: Server) -> None:
+    log_in(page, server, new_user(server))
+    result = page.evaluate(CLIENT_ORDERING_CHECK)
+    assert result["delivered"] == [6, 7, 8, 9], "each seq once, in order, the gap filled"
+    assert result["sentAtGap"] == [{"type": "resume", "after_seq": 6}]
+    assert result["sentInAll"] == 1
+    assert result["lastSeq"] == 9
+    assert result["delays"] == [500, 1000, 2000, 4000, 15000]
+    assert result["shortest"] == 1000, "jitter keeps at least half of the step"
+    assert result["final"] == [True, True, True, True, False, False, False, False]
+
+
 @pytest.mark.parametrize("page", [PHONE], indirect=True)
 def test_phone_width_is_readable(page: Page, server: Server) -> None:
     log_in(page, server, new_user(server))
