@@ -44,6 +44,23 @@ REASONING_FLUSH_INTERVAL = 1.0
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 DETAIL_LIMIT = 300
 SECRET_LIKE = re.compile(r"\bsk-[A-Za-z0-9_*-]{6,}")
+# The outcomes of netra_llm_requests_total; they start at 0, so that increase() sees the
+# first failure of a process.
+OUTCOMES = (
+    "ok",
+    "length",
+    "content_filter",
+    "unavailable",
+    "auth",
+    "rate_limited",
+    "server_error",
+    "rejected",
+    "stream_error",
+    "timeout",
+    "cancelled",
+)
+for _outcome in OUTCOMES:
+    metrics.LLM_REQUESTS.labels(outcome=_outcome)
 
 
 @dataclass(frozen=True)
