@@ -7,7 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, WebSocket, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Locator,
+    Page,
+    ViewportSize,
+    WebSocket,
+    expect,
+    sync_playwright,
+)
 
 from tests.helpers import require
 from tests.servers import ROOT, Server
@@ -27,8 +35,8 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "pw-Secret-123"
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
-DESKTOP = {"width": 1200, "height": 820}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1200, "height": 820}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 expect.set_options(timeout=20_000)
 
@@ -88,7 +96,7 @@ def shot_path(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A fresh browser context and page; its final state is saved as a screenshot."""
-    viewport = getattr(request, "param", DESKTOP)
+    viewport: ViewportSize = getattr(request, "param", DESKTOP)
     context = browser.new_context(viewport=viewport)
     tab = context.new_page()
     errors: list[str] = []
@@ -295,6 +303,31 @@ def test_expired_session_shows_the_login_link_and_stops_reconnecting(
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
+def test_a_deleted_thread_says_so_and_links_back_to_the_threads(
+    own_server: Restartable, page: Page
+) -> None:
+    server = own_server.server
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Soon gone")
+    thread_id = page.locator("#chat").get_attribute("data-thread-id")
+    server.stop()
+    server.manage(
+        "shell",
+        "-c",
+        f"from chat.models import Thread; Thread.objects.filter(pk='{thread_id}').delete()",
+    )
+    status = page.locator("#conn-status")
+    expect(status).to_contain_text("Reconnecting")
+    own_server.restart()
+
+    expect(status).to_contain_text("This thread no longer exists.", timeout=40_000)
+    expect(status.get_by_role("link", name="Back to your threads")).to_have_attribute(
+        "href", "/threads/"
+    )
+    expect(page.get_by_label("Message")).to_be_disabled()
+    expect(page.locator("#composer-note")).to_contain_text("This thread is gone")
+
+
 CLIENT_ORDERING_CHECK = """
 async () => {
   const { ThreadSocket, backoffDelay, isFinalClose } = await import("/static/chat/socket.js");
@@ -311,7 +344,7 @@ async () => {
     },
   });
   socket.send = (frame) => { sent.push(frame); return true; };
-  const event = (seq) => ({ type: "agent_thinking", seq, run_id: "r", data: { text: "", step: 1 } });
+  const event = (seq) => ({ type: "agent_thinking", seq, run_id: "r", data: { step: 1 } });
   for (const seq of [5, 6, 6, 8, 9]) socket.onRunEvent(event(seq));
   const sentAtGap = JSON.parse(JSON.stringify(sent));
   for (const seq of [7, 8, 9]) socket.onRunEvent(event(seq));
