@@ -5,16 +5,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.errors import run_in_progress, run_not_active, run_not_found
 from agents.models import ACTIVE_STATUSES, AgentRun, RunStatus
-from chat.errors import thread_not_found
+from chat import metrics
+from chat.errors import rate_limited, thread_not_found
 from chat.models import Message, Thread
 from chat.ports import SubmitResult
+from chat.selectors import messages_in_window
 
 HISTORY_LIMIT = 20
+RATE_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,18 @@ def _existing(thread: Thread, client_msg_id: str) -> SubmitResult | None:
     return SubmitResult(message_id=message.id, run_id=run_id, duplicate=True)
 
 
+def _check_message_rate(user: Any) -> None:
+    limit = settings.WS_RATE_MESSAGES_PER_MINUTE
+    recent = messages_in_window(user=user, seconds=RATE_WINDOW)
+    if len(recent) >= limit:
+        retry_after = RATE_WINDOW - (timezone.now() - recent[-limit]).total_seconds()
+        metrics.RATE_LIMITED.labels(kind="messages").inc()
+        raise rate_limited(
+            f"At most {limit} messages a minute; retry in {max(retry_after, 0.1):.1f} s.",
+            retry_after=round(max(retry_after, 0.1), 1),
+        )
+
+
 def run_create(
     *,
     thread_id: uuid.UUID,
@@ -65,6 +81,7 @@ def run_create(
     found = _existing(thread, client_msg_id)
     if found is not None:
         return found, None
+    _check_message_rate(user)
     try:
         with transaction.atomic():
             if AgentRun.objects.filter(thread=thread, status__in=ACTIVE_STATUSES).exists():

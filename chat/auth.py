@@ -6,10 +6,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils import timezone
 
-from chat.errors import NetraError, forbidden, unauthenticated
+from chat import metrics
+from chat.broadcaster import token_group
+from chat.errors import NetraError, forbidden, report_exception, unauthenticated
 from chat.models import ApiToken
 
 TOKEN_PREFIX = "nt_"  # noqa: S105 - a visible marker, not a secret
@@ -36,10 +40,19 @@ def token_create(*, user: Any, name: str = "") -> tuple[ApiToken, str]:
 
 
 def token_revoke(*, token: ApiToken) -> None:
-    """Marks a token revoked; sockets it opened are closed by the caller's signal."""
+    """Marks a token revoked and closes the sockets it opened, on every worker, with 4401."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            token_group(token.pk), {"type": "token.revoked"}
+        )
+    except Exception as exc:  # noqa: BLE001 - the token is revoked; open sockets expire
+        metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_send").inc()
+        report_exception(
+            exc, "could not close the sockets of a revoked token", token_prefix=token.prefix
+        )
 
 
 def parse_bearer(value: str) -> str:

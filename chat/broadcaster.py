@@ -28,6 +28,11 @@ def thread_group(thread_id: uuid.UUID | str) -> str:
     return f"thread.{thread_id}"
 
 
+def token_group(token_id: uuid.UUID | str) -> str:
+    """Returns the group of the sockets an API token opened (closed when it is revoked)."""
+    return f"token.{token_id}"
+
+
 class Broadcaster:
     """Emits run events: the log write first (it raises), then the group send (it may fail)."""
 

@@ -16,15 +16,18 @@ from django.db import DatabaseError
 
 from chat import metrics, selectors
 from chat.auth import Principal, header, principal_from_scope
-from chat.broadcaster import thread_group
+from chat.broadcaster import thread_group, token_group
 from chat.connections import ConnectionTracker
 from chat.errors import (
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_RATE_LIMITED,
     NetraError,
     auth_timeout,
     internal_error,
+    rate_limited,
     report_exception,
     thread_not_found,
+    unauthenticated,
     unavailable,
 )
 from chat.events import events_after
@@ -48,6 +51,7 @@ REPLAY_PAGE = 1000
 # After the last event a socket forwarded, how long it waits before asking the log whether
 # the channel layer lost the tail of a burst (a lost last event has no successor to reveal it).
 TAIL_CHECK_AFTER = 1.0
+SOCKET_RETRY_AFTER = 10.0
 
 
 def _lookup(scope: dict[str, Any], thread_id: uuid.UUID | None) -> Principal:
@@ -57,6 +61,13 @@ def _lookup(scope: dict[str, Any], thread_id: uuid.UUID | None) -> Principal:
         thread_id=thread_id, user=principal.user
     ):
         raise thread_not_found()
+    if selectors.open_sockets(user=principal.user) >= settings.WS_MAX_SOCKETS_PER_USER:
+        metrics.RATE_LIMITED.labels(kind="sockets").inc()
+        raise rate_limited(
+            f"At most {settings.WS_MAX_SOCKETS_PER_USER} sockets per user; close one first.",
+            retry_after=SOCKET_RETRY_AFTER,
+            close_code=CLOSE_RATE_LIMITED,
+        )
     return principal
 
 
@@ -147,7 +158,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _join(self) -> None:
         assert self.thread_id is not None
         try:
-            await self.channel_layer.group_add(thread_group(self.thread_id), self.channel_name)
+            for group in self._groups():
+                await self.channel_layer.group_add(group, self.channel_name)
         except Exception as exc:
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
             report_exception(
@@ -155,6 +167,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             raise unavailable("The channel layer is unavailable; retry shortly.") from exc
         self.joined = True
+
+    def _groups(self) -> list[str]:
+        groups = [thread_group(str(self.thread_id))]
+        if self.principal is not None and self.principal.token_id is not None:
+            groups.append(token_group(self.principal.token_id))
+        return groups
 
     async def _accept_and_record(self) -> None:
         await self.accept()
@@ -229,9 +247,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _leave(self) -> None:
         self.joined = False
         try:
-            await self.channel_layer.group_discard(
-                thread_group(str(self.thread_id)), self.channel_name
-            )
+            for group in self._groups():
+                await self.channel_layer.group_discard(group, self.channel_name)
         except Exception as exc:
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
             logger.warning(
@@ -385,6 +402,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.EVENT_DELIVERY_SECONDS.observe(max(0.0, time.time() - message["emitted_at"]))
         self.last_event_at = time.monotonic()
         self.tail_dirty = message["event_type"] != "agent_completed"
+
+    async def token_revoked(self, message: dict[str, Any]) -> None:
+        """Closes the socket with 4401: the token that opened it was revoked."""
+        await self._close_with(unauthenticated("The API token of this socket was revoked."))
 
     async def tail_check(self, message: dict[str, Any]) -> None:
         """Forwards what the log holds beyond the last event this socket sent."""

@@ -88,6 +88,13 @@ def unavailable(message: str = "A dependency is unavailable; retry shortly.") ->
     return NetraError("unavailable", message, status=503, close_code=CLOSE_UNAVAILABLE)
 
 
+def rate_limited(message: str, *, retry_after: float, close_code: int | None = None) -> NetraError:
+    """Returns the 429 answer; with a close code for a socket over its limit."""
+    return NetraError(
+        "rate_limited", message, status=429, close_code=close_code, retry_after=retry_after
+    )
+
+
 def internal_error(ref: str | None = None) -> NetraError:
     """Returns the 4500 answer for a server fault."""
     return NetraError(

@@ -55,6 +55,9 @@ CHANNEL_LAYER_ERRORS = Counter(
     "Channel layer operations that failed.",
     ["operation"],
 )
+RATE_LIMITED = Counter(
+    "netra_rate_limited", "Sockets and messages refused by a per-user limit.", ["kind"]
+)
 LLM_REQUESTS = Counter("netra_llm_requests", "Requests to the LLM provider.", ["outcome"])
 
 # Label values known in advance start at 0, so that rate() and increase() see the first
@@ -65,5 +68,7 @@ for _code in ("unauthenticated", "forbidden", "auth_timeout"):
     WS_AUTH_FAILURES.labels(code=_code)
 for _operation in ("group_send", "group_add", "group_discard", "send", "readyz"):
     CHANNEL_LAYER_ERRORS.labels(operation=_operation)
+for _kind in ("sockets", "messages"):
+    RATE_LIMITED.labels(kind=_kind)
 for _status in ("completed", "failed", "cancelled"):
     RUNS_TOTAL.labels(status=_status)

@@ -1,11 +1,13 @@
 """Reads of the chat layer (sync; call through database_sync_to_async from async code)."""
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from chat.models import Message, Thread
+from chat.models import Connection, ConnectionState, Message, Thread
 
 
 def thread_exists_for(*, thread_id: uuid.UUID, user: Any) -> bool:
@@ -32,3 +34,18 @@ def thread_list(*, user: Any) -> QuerySet[Thread]:
 def thread_messages(*, thread: Thread) -> QuerySet[Message]:
     """Returns the messages of a thread, oldest first."""
     return thread.messages.order_by("created_at")
+
+
+def open_sockets(*, user: Any) -> int:
+    """Counts the user's connected sockets, over every server process."""
+    return Connection.objects.filter(user=user, state=ConnectionState.CONNECTED).count()
+
+
+def messages_in_window(*, user: Any, seconds: float) -> list[Any]:
+    """Returns the times of the user's messages in the last `seconds`, oldest first."""
+    since = timezone.now() - timedelta(seconds=seconds)
+    return list(
+        Message.objects.filter(thread__owner=user, role=Message.Role.USER, created_at__gte=since)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+    )

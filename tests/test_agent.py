@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
+from django.test import override_settings
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -71,6 +72,7 @@ def run_to_end(user: Any, text: str) -> list[dict[str, Any]]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(text=messages)
+@override_settings(WS_RATE_MESSAGES_PER_MINUTE=10_000)
 def test_invariants_hold_for_generated_messages(django_user_model: Any, text: str) -> None:
     user, _ = django_user_model.objects.get_or_create(username="hypo")
     events = run_to_end(user, text)
