@@ -18,6 +18,7 @@ from chat.ports import agent_service
 async def ops_page(request: HttpRequest) -> HttpResponse:
     """Connection states, auth failures, stuck connections, unpaired tool calls, failed
     runs; a POST runs the event-flow check and shows its result."""
+
     def read() -> dict[str, Any]:
         return {**ops_overview(), **admin.site.each_context(request), "title": "Operations"}
 
