@@ -23,7 +23,8 @@ migrate: install
 
 run: migrate
 	$(PY) manage.py ensure_demo_user
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) netra_site.asgi:application
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket-max-message-size 131072 \
+		--websocket-max-frame-size 131072 netra_site.asgi:application
 
 lint: install
 	$(PY) -m ruff check .

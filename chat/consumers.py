@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -34,6 +35,7 @@ from chat.events import events_after
 from chat.models import ConnectionState as S
 from chat.ports import AgentServicePort, agent_service
 from chat.protocol import (
+    MAX_SEQ,
     PROTOCOL_VERSION,
     CancelFrame,
     PingFrame,
@@ -46,6 +48,8 @@ from chat.protocol import (
 
 logger = logging.getLogger("netra.consumer")
 
+# What a send raises when the peer is already gone: daphne (autobahn) and uvicorn.
+PEER_GONE: tuple[type[Exception], ...] = (Disconnected, OSError)
 AUTH_FAILURE_CODES = frozenset({"unauthenticated", "forbidden", "auth_timeout"})
 REPLAY_PAGE = 1000
 # After the last event a socket forwarded, how long it waits before asking the log whether
@@ -88,6 +92,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await super().dispatch(message)
         except StopConsumer:
             raise
+        except PEER_GONE as exc:
+            # The client vanished between its last frame and our answer; the server's
+            # websocket.disconnect follows and closes the connection out in the state log.
+            logger.info(
+                "client went away while %s was handled: %s",
+                message.get("type"),
+                exc,
+                extra={"connection_id": getattr(getattr(self, "tracker", None), "id", None)},
+            )
         except Exception as exc:  # noqa: BLE001 - reported, then the socket is closed with 4500
             await self._fail(exc, during=str(message.get("type")))
 
@@ -151,7 +164,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         self.service.ensure_background()
         self.watch_task = asyncio.create_task(self._watch())
-        after_seq = self._query_after_seq()
+        try:
+            after_seq = self._query_after_seq()
+        except NetraError as err:
+            await self._send(err.frame())
+            return
         if after_seq is not None:
             await self._replay(min(after_seq, thread_last_seq))
 
@@ -188,6 +205,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.WS_CONNECTIONS_TOTAL.labels(outcome="accepted").inc()
 
     def _query_after_seq(self) -> int | None:
+        """The `?after_seq=N` of the handshake; raises bad_request if it is not an integer
+        from 0 to MAX_SEQ."""
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         values = query.get("after_seq")
         if not values:
@@ -196,11 +215,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             value = int(values[0])
         except ValueError:
             value = -1
-        if value < 0:
-            logger.info(
-                "ignored bad after_seq %r", values[0], extra={"connection_id": self.tracker.id}
-            )
-            return None
+        if not 0 <= value <= MAX_SEQ:
+            raise bad_request("after_seq must be an integer >= 0; no events were replayed.")
         return value
 
     async def _refuse(self, err: NetraError) -> None:
@@ -297,6 +313,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Validates one client frame and answers it; invalid frames get `bad_request`."""
+        if self.tracker.state != S.CONNECTED:
+            return  # the server is closing this socket; frames still in flight are moot
         try:
             if text_data is None:
                 raise bad_request("Binary frames are not accepted; send JSON text.")
@@ -384,6 +402,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await self.service.cancel(run_id=frame.run_id, user=self.principal.user)
         except NetraError as err:
+            if err.code == "run_not_found":
+                # The socket protocol has one answer for any run that cannot be cancelled.
+                raise NetraError(
+                    "run_not_active", "That run is not active.", ref=str(frame.run_id)
+                ) from err
             err.ref = str(frame.run_id)
             raise
 

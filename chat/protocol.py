@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from chat.errors import NetraError
 
 PROTOCOL_VERSION = 1
+MAX_SEQ = 2**62  # seqs are 64-bit in the database; larger numbers are bad requests
 
 
 class _Frame(BaseModel):
@@ -33,7 +34,7 @@ class CancelFrame(_Frame):
 
 class ResumeFrame(_Frame):
     type: Literal["resume"]
-    after_seq: int = Field(ge=0)
+    after_seq: int = Field(ge=0, le=MAX_SEQ)
 
 
 class PingFrame(_Frame):
@@ -72,7 +73,7 @@ def describe_error(exc: ValidationError) -> str:
 def _ref_of(text: str) -> str | None:
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json can follow
         return None
     if isinstance(raw, dict):
         for key in ("client_msg_id", "run_id"):

@@ -18,6 +18,7 @@ from chat.auth import Principal
 from chat.errors import NetraError, thread_not_found
 from chat.events import events_after
 from chat.models import Event, Thread
+from chat.protocol import MAX_SEQ
 
 
 @require_http_methods(["GET", "POST"])
@@ -120,7 +121,7 @@ async def api_thread_events(
     request: HttpRequest, principal: Principal, thread_id: uuid.UUID
 ) -> JsonResponse:
     """The thread's logged events after `after_seq`: {events, last_seq, has_more}."""
-    after_seq = _int_param(request, "after_seq", default=0, low=0, high=None)
+    after_seq = _int_param(request, "after_seq", default=0, low=0, high=MAX_SEQ)
     limit = _int_param(request, "limit", default=500, low=1, high=settings.EVENT_API_MAX_LIMIT)
     await thread_for(principal, thread_id)
 

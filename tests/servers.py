@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 _template_db: Path | None = None
+# The same frame limits as `make run`: above 128 KiB daphne itself refuses the message.
+SERVER_LIMITS = ("--websocket-max-message-size", "131072", "--websocket-max-frame-size", "131072")
 
 
 def free_port() -> int:
@@ -111,6 +113,7 @@ class Server:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                *SERVER_LIMITS,
                 "netra_site.asgi:application",
             ],
             cwd=ROOT,

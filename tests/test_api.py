@@ -86,6 +86,10 @@ async def test_bad_bodies_get_typed_400(token: str, thread: Any) -> None:
         f"/api/threads/{thread.id}/events/?after_seq=x", headers=bearer(token)
     )
     assert response.status_code == 400
+    response = await client.get(
+        f"/api/threads/{thread.id}/events/?after_seq={10**20}", headers=bearer(token)
+    )
+    assert response.status_code == 400
 
 
 async def test_message_run_and_events_over_http(token: str, thread: Any, service: Any) -> None:

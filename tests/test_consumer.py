@@ -215,6 +215,7 @@ async def test_service_missing_at_connect_closes_4503(
         ('{"type": "cancel", "run_id": "not-a-uuid"}', "run_id"),
         ('{"type": "resume", "after_seq": -1}', "after_seq"),
         ('{"type": "resume", "after_seq": "3"}', "after_seq"),
+        ('{"type": "resume", "after_seq": 100000000000000000000}', "after_seq"),
     ],
 )
 async def test_bad_frame_gets_bad_request_and_socket_stays(
@@ -286,3 +287,16 @@ async def test_unexpected_exception_ends_in_4500(
     await comm.disconnect()
     rows = await database_sync_to_async(states)(first["connection_id"])
     assert rows[-2:] == [("CONNECTED", "FAILED"), ("FAILED", "CLOSED")]
+
+
+@pytest.mark.parametrize("query", ["after_seq=-1", "after_seq=x", "after_seq=99999999999999999999"])
+async def test_bad_after_seq_in_the_url_is_a_bad_request(
+    query: str, thread: Any, token: str, service: Any
+) -> None:
+    comm, first = await helpers.open_socket(thread.id, token=token, query=query)
+    assert first["type"] == "connection_established"
+    frame = await comm.receive_json_from(timeout=5)
+    assert (frame["code"], "after_seq" in frame["message"]) == ("bad_request", True)
+    await helpers.send(comm, {"type": "ping"})
+    assert await comm.receive_json_from(timeout=5) == {"type": "pong"}
+    await comm.disconnect()
