@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DEBUG ?= 1
 
-.PHONY: install run test lint typecheck pytest migrate screenshot clean
+.PHONY: install run run-cluster test lint typecheck pytest migrate screenshot clean
 
 install: $(STAMP)
 
@@ -25,6 +25,15 @@ run: migrate
 	$(PY) manage.py ensure_demo_user
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket-max-message-size 131072 \
 		--websocket-max-frame-size 131072 netra_site.asgi:application
+
+# Several workers on the Redis channel layer (docs/deployment.md). Needs REDIS_URL (default:
+# the local Redis) and, for a real cluster, DATABASE_URL=postgres://...
+WORKERS ?= 2
+SERVER ?= daphne
+run-cluster: migrate
+	$(PY) manage.py ensure_demo_user
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(PY) manage.py run_cluster \
+		--workers $(WORKERS) --server $(SERVER) --host $(HOST) --port $(PORT)
 
 lint: install
 	$(PY) -m ruff check .
