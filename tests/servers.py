@@ -171,6 +171,31 @@ class Server:
         self.manage("ensure_demo_user", env={"DEMO_USER": username, "DEMO_PASSWORD": password})
         return self.manage("create_api_token", username).strip().splitlines()[-1]
 
+    def make_users(self, names: list[str], password: str = "pw-Secret-123") -> list[str]:
+        """Creates many users in one process; returns a fresh API token for each, in order."""
+        script = (
+            "import json, sys\n"
+            "from django.contrib.auth import get_user_model\n"
+            "from chat.auth import token_create\n"
+            "names, password = json.loads(sys.stdin.read())\n"
+            "tokens = []\n"
+            "for name in names:\n"
+            "    user = get_user_model().objects.create_user(username=name, password=password)\n"
+            "    tokens.append(token_create(user=user)[1])\n"
+            "print(json.dumps(tokens))\n"
+        )
+        result = subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", script],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            input=json.dumps([names, password]),
+        )
+        tokens: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+        return tokens
+
     def api(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
         """Calls the JSON API with a bearer token; returns (status, parsed body)."""
         data = json.dumps(body).encode() if body is not None else None
