@@ -109,15 +109,15 @@ class BuiltinAgent:
         expressions = find_expressions(text)
         wants_clock = bool(CLOCK_WORDS.search(text))
         wait = WAIT_WORDS.search(text)
-        plan = []
+        plan = []  # in the order the tools run below
+        if wait:
+            plan.append(f"wait {wait.group(1)} s")
         if expressions:
             plan.append(
                 f"compute {len(expressions)} expression{'s' if len(expressions) > 1 else ''}"
             )
         if wants_clock:
             plan.append("read the clock")
-        if wait:
-            plan.append(f"wait {wait.group(1)} s")
         if not plan:
             await emitter.thinking("No tool of mine fits this request.")
             await stream(emitter, CAPABILITIES)

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from chat.models import Connection, ConnectionState, Message, Thread
+from chat.models import Connection, ConnectionState, Event, Message, Thread
 
 
 def thread_exists_for(*, thread_id: uuid.UUID, user: Any) -> bool:
@@ -49,3 +49,21 @@ def messages_in_window(*, user: Any, seconds: float) -> list[Any]:
         .order_by("created_at")
         .values_list("created_at", flat=True)
     )
+
+
+def thread_resume_seq(*, thread: Thread) -> int:
+    """The seq a freshly rendered chat page resumes after: the thread's last seq, or, while
+    a run is open, the seq before its `agent_started`, so that the page redraws that run."""
+    started = (
+        Event.objects.filter(thread=thread, type="agent_started", seq__lte=thread.last_seq)
+        .order_by("-seq")
+        .values_list("seq", "run_id")
+        .first()
+    )
+    if started is None:
+        return thread.last_seq
+    seq, run_id = started
+    ended = Event.objects.filter(
+        thread=thread, run_id=run_id, type="agent_completed", seq__lte=thread.last_seq
+    ).exists()
+    return thread.last_seq if ended else seq - 1

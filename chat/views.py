@@ -17,7 +17,6 @@ from chat.api import api_view, json_body
 from chat.auth import Principal
 from chat.errors import NetraError, thread_not_found
 from chat.events import events_after
-from chat.models import Event, Thread
 from chat.protocol import MAX_SEQ
 
 
@@ -59,27 +58,9 @@ def thread_detail(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
             "thread": thread,
             "threads": selectors.thread_list(user=request.user)[:50],
             "messages": selectors.thread_messages(thread=thread),
-            "resume_after": _open_run_resume_seq(thread),
+            "resume_after": selectors.thread_resume_seq(thread=thread),
         },
     )
-
-
-def _open_run_resume_seq(thread: Thread) -> int:
-    """The seq the page's socket resumes after: the thread's last seq, or, while a run is
-    open at that seq, the seq before its `agent_started`, so the page can redraw it."""
-    started = (
-        Event.objects.filter(thread=thread, type="agent_started", seq__lte=thread.last_seq)
-        .order_by("-seq")
-        .values_list("seq", "run_id")
-        .first()
-    )
-    if started is None:
-        return thread.last_seq
-    seq, run_id = started
-    ended = Event.objects.filter(
-        thread=thread, run_id=run_id, type="agent_completed", seq__lte=thread.last_seq
-    ).exists()
-    return thread.last_seq if ended else seq - 1
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

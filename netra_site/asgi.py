@@ -8,6 +8,16 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "netra_site.settings")
 django_asgi_app = get_asgi_application()
 
+from django.core import checks  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+# ASGI servers run no system checks; a misconfigured process must not start half-working.
+_problems = [message for message in checks.run_checks() if message.is_serious()]
+if _problems:
+    raise ImproperlyConfigured(
+        "System checks failed:\n" + "\n".join(str(message) for message in _problems)
+    )
+
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402

@@ -22,7 +22,7 @@ SENSITIVE_KEYS = {
 }
 TEXT_KEYS = {"text", "message_text", "user_text", "args"}
 BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-TOKEN_LIKE = re.compile(r"\bnt_[A-Za-z0-9_-]{20,}")
+TOKEN_LIKE = re.compile(r"\b(?:nt|sk)[_-][A-Za-z0-9_-]{20,}")  # ours, and provider API keys
 REDACTED = "[redacted]"
 
 

@@ -1,0 +1,40 @@
+"""Start-up: a misconfigured process refuses to start with a named error."""
+
+import pytest
+from django.test import override_settings
+
+from chat.checks import check_channel_layer
+from tests.servers import Server
+
+
+@pytest.mark.parametrize(
+    ("layers", "error_id"),
+    [
+        ({}, "netra.E001"),
+        ({"default": {"BACKEND": "no.such.Layer"}}, "netra.E002"),
+        (
+            {
+                "default": {
+                    "BACKEND": "channels.layers.InMemoryChannelLayer",
+                    "CONFIG": {"no_such_option": 1},
+                }
+            },
+            "netra.E002",
+        ),
+    ],
+)
+def test_missing_or_unusable_channel_layer_is_a_check_error(
+    layers: dict[str, object], error_id: str
+) -> None:
+    with override_settings(CHANNEL_LAYERS=layers):
+        messages = check_channel_layer()
+    assert [m.id for m in messages] == [error_id]
+    assert messages[0].is_serious()
+
+
+def test_the_server_refuses_to_start_with_a_failing_check() -> None:
+    server = Server(env={"AGENT_PROVIDER": "no-such-provider"})
+    with pytest.raises(RuntimeError, match="daphne exited"):
+        server.start(timeout=30)
+    assert "System checks failed" in server.log_text()
+    assert "no-such-provider" in server.log_text()
