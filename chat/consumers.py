@@ -3,6 +3,7 @@
 import asyncio
 import collections
 import logging
+import random
 import time
 import uuid
 from typing import Any
@@ -85,6 +86,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     last_seq = 0
     accepted = False
     joined = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Runs the socket; if the channel layer's receive fails (Redis restarted or gone),
+        closes it with 4503 instead of letting the server tear it down with 1011."""
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - past dispatch() only the layer's receive raises
+            await self._layer_lost(exc)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Runs a handler; an unexpected exception ends in an `error` frame and close 4500."""
@@ -309,6 +318,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
             tracker.transition(S.FAILED, f"internal error during {during}: {type(exc).__name__}")
             await self._flush_quietly()
 
+    async def _layer_lost(self, exc: Exception) -> None:
+        """Reports a failed channel-layer receive, sends `unavailable` and closes with 4503;
+        the client reconnects and resumes by seq."""
+        tracker = getattr(self, "tracker", None)
+        metrics.CHANNEL_LAYER_ERRORS.labels(operation="receive").inc()
+        report_exception(
+            exc,
+            "channel layer receive failed; closing the socket with 4503",
+            connection_id=tracker.id if tracker else None,
+            thread_id=self.thread_id,
+        )
+        watch_task = getattr(self, "watch_task", None)
+        if watch_task is not None:
+            watch_task.cancel()
+        down = unavailable("The channel layer connection was lost; reconnect and resume.")
+        try:
+            if not self.accepted:
+                await self.accept()
+                self.accepted = True
+            await self._send(down.frame())
+            await self.close(code=down.close_code)
+        except (Disconnected, OSError, RuntimeError) as send_exc:
+            logger.info("could not tell the client the layer was lost: %s", send_exc)
+        if tracker is None or tracker.state == S.CLOSED:
+            return
+        if tracker.state != S.FAILED:
+            tracker.close_code = down.close_code
+            tracker.transition(S.FAILED, f"channel layer lost: {type(exc).__name__}: {exc}")
+        tracker.transition(S.CLOSED, "closed with 4503 after the channel layer was lost")
+        await self._flush_quietly()
+
     # --- client frames --------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -486,9 +526,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def _watch(self) -> None:
-        """Asks for a tail check when events stopped arriving after some had come."""
+        """Asks for a tail check when events stopped arriving after some had come, and
+        re-joins the groups every WS_GROUP_REFRESH_INTERVAL seconds."""
+        interval = settings.WS_GROUP_REFRESH_INTERVAL
+        rejoin_at = time.monotonic() + random.uniform(0.5, 1.0) * interval  # noqa: S311
         while True:
             await asyncio.sleep(TAIL_CHECK_AFTER)
+            if time.monotonic() >= rejoin_at:
+                rejoin_at = time.monotonic() + interval
+                await self._rejoin()
             if self.tail_dirty and time.monotonic() - self.last_event_at >= TAIL_CHECK_AFTER:
                 self.tail_dirty = False
                 try:
@@ -501,6 +547,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
                         exc,
                         extra={"connection_id": self.tracker.id},
                     )
+
+    async def _rejoin(self) -> None:
+        """Adds this socket to its groups again, then asks for a tail check.
+
+        A Redis restarted without persistence forgets every group membership, and
+        group_expiry drops old ones silently: a socket that outlives either would stop
+        receiving. Re-adding is idempotent; the tail check fetches what was missed meanwhile.
+        """
+        try:
+            for group in self._groups():
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception as exc:  # noqa: BLE001 - retried at the next refresh
+            metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
+            logger.warning(
+                "could not re-join the groups: %s", exc, extra={"connection_id": self.tracker.id}
+            )
+            return
+        self.tail_dirty = True
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=encode(frame))

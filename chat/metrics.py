@@ -66,7 +66,7 @@ for _outcome in ("accepted", "rejected"):
     WS_CONNECTIONS_TOTAL.labels(outcome=_outcome)
 for _code in ("unauthenticated", "forbidden", "auth_timeout"):
     WS_AUTH_FAILURES.labels(code=_code)
-for _operation in ("group_send", "group_add", "group_discard", "send", "readyz"):
+for _operation in ("group_send", "group_add", "group_discard", "send", "receive", "readyz"):
     CHANNEL_LAYER_ERRORS.labels(operation=_operation)
 for _kind in ("sockets", "messages"):
     RATE_LIMITED.labels(kind=_kind)

@@ -141,6 +141,8 @@ WS_INVALID_FRAME_WINDOW = env.float("WS_INVALID_FRAME_WINDOW", default=60.0)
 WS_RATE_MESSAGES_PER_MINUTE = env.int("WS_RATE_MESSAGES_PER_MINUTE", default=30)
 WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
 WS_STUCK_AFTER = env.float("WS_STUCK_AFTER", default=60.0)
+# Each socket re-joins its channel-layer groups this often (a restarted Redis forgot them).
+WS_GROUP_REFRESH_INTERVAL = env.float("WS_GROUP_REFRESH_INTERVAL", default=15.0)
 # Housekeeping and the run reaper start with the first request of each server process.
 BACKGROUND_TASKS = env.bool("BACKGROUND_TASKS", default=True)
 PROCESS_HEARTBEAT_INTERVAL = env.float("PROCESS_HEARTBEAT_INTERVAL", default=5.0)

@@ -192,6 +192,13 @@ class PrivateRedis:
             time.sleep(0.05)
         return self
 
+    def flush(self) -> None:
+        """Forgets every key (queues, group memberships) but keeps the connections, as a
+        failover to an empty replica does."""
+        with socket.create_connection(("127.0.0.1", self.port), 3) as conn:
+            conn.sendall(b"FLUSHALL\r\n")
+            assert conn.recv(64).startswith(b"+OK")
+
     def stop(self) -> None:
         """Kills the server: everything it held (queues, group memberships) is gone."""
         if self.proc is not None and self.proc.poll() is None:
@@ -413,6 +420,8 @@ class Socket:
         self.reader: asyncio.Task[None] | None = None
         self.closed: asyncio.Event = asyncio.Event()
         self.close_code: int | None = None
+        self.close_codes: list[int | None] = []
+        self.refusals: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
 
     @property
@@ -452,6 +461,7 @@ class Socket:
             pass
         finally:
             self.close_code = ws.close_code
+            self.close_codes.append(ws.close_code)
             self.closed.set()
             self._changed.set()
 
@@ -480,6 +490,45 @@ class Socket:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
+
+    @property
+    def is_open(self) -> bool:
+        """True while connected."""
+        return self.ws is not None and not self.closed.is_set()
+
+    async def ensure_open(self, timeout: float = 30) -> None:
+        """Reconnects, resuming after the last seq received, until the server accepts;
+        refusals (an `error` frame, then a close) are kept in `refusals`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.is_open:
+            if loop.time() > deadline:
+                raise AssertionError(f"could not reconnect; refused with {self.refusals[-3:]}")
+            try:
+                first = await self.open(after_seq=self.last_seq)
+            except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
+                self.refusals.append({"type": "connect_failed", "error": repr(exc)})
+                await asyncio.sleep(0.3)
+                continue
+            if first["type"] != "connection_established":
+                self.refusals.append(first)
+                with contextlib.suppress(TimeoutError):
+                    await self.wait_closed(10)
+                await asyncio.sleep(0.3)
+
+    async def follow(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
+    ) -> dict[str, Any]:
+        """Like wait_for, but reconnects and resumes whenever the connection drops."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            await self.ensure_open(timeout=max(1.0, deadline - loop.time()))
+            try:
+                return await self.wait_for(predicate, timeout=max(0.1, deadline - loop.time()))
+            except AssertionError:
+                if self.is_open or loop.time() > deadline:
+                    raise
 
     async def wait_closed(self, timeout: float = 30) -> int | None:
         """Waits for the connection to end; returns the close code."""

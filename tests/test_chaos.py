@@ -1,0 +1,226 @@
+"""Chaos on a real cluster: a worker killed, Redis restarted, a client's TCP connection cut,
+PostgreSQL unreachable, channel capacity overflowing. Each test counts exactly what every
+socket received against the event log, the source of truth.
+"""
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from typing import Any
+
+import pytest
+import websockets
+
+from agents.invariants import by_run, run_violations
+from tests.cluster import (
+    REDIS_URL,
+    PrivateRedis,
+    Socket,
+    completed_run,
+    delivery_faults,
+    postgres_database,
+    query,
+    require_postgres,
+    require_redis,
+    require_redis_server,
+    running_cluster,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(180)]
+
+RUN_STALE_AFTER = 3.0
+CHAOS_ENV = {
+    "RUN_STALE_AFTER": str(RUN_STALE_AFTER),
+    "PROCESS_STALE_AFTER": "3",
+    "WS_GROUP_REFRESH_INTERVAL": "1",
+}
+NO_FAULTS = dict.fromkeys(("lost", "doubled", "out_of_order", "unknown", "altered"), 0)
+RELIABILITY: dict[str, Any] = {}
+
+
+def record(name: str, **figures: Any) -> None:
+    """Prints a test's figures so that they appear in the CI log."""
+    RELIABILITY[name] = figures
+    print(f"\nRELIABILITY {name}: {json.dumps(figures, sort_keys=True)}")
+
+
+async def poll_closed(database_url: str, connection_id: uuid.UUID, timeout: float) -> str:
+    """Waits until the state log closes a connection; returns the reason of its last entry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = query(
+            database_url,
+            "SELECT c.state, l.reason FROM chat_connection c JOIN chat_connectionstatelog l "
+            "ON l.connection_id = c.id WHERE c.id = %s ORDER BY l.created_at DESC, l.id DESC",
+            connection_id,
+        )
+        if rows and rows[0][0] == "CLOSED":
+            return str(rows[0][1])
+        assert time.monotonic() < deadline, f"connection {connection_id} not closed: {rows}"
+        await asyncio.sleep(0.3)
+
+
+async def ask_resuming(socket: Socket, text: str) -> dict[str, Any]:
+    """Sends a user_message until it is acknowledged, reconnecting in between; the same
+    client_msg_id each time, so a retry never starts a second run."""
+    client_msg_id = uuid.uuid4().hex
+    for _ in range(20):
+        await socket.ensure_open()
+        try:
+            return await socket.ask(text, client_msg_id)
+        except (AssertionError, websockets.ConnectionClosed):
+            if socket.is_open:
+                raise
+    raise AssertionError(f"no ack for {text!r}; refusals {socket.refusals[-3:]}")
+
+
+def assert_exact(sockets: list[Socket], logged: list[dict[str, Any]]) -> dict[str, int]:
+    """Every socket received the whole log once and in order; returns the summed counts."""
+    total = dict.fromkeys(NO_FAULTS, 0)
+    for socket in sockets:
+        faults = delivery_faults(socket.events, logged)
+        assert faults == NO_FAULTS, (socket.server.port, faults)
+        assert [e["seq"] for e in socket.events] == [e["seq"] for e in logged]
+    for run_id, events in by_run(logged).items():
+        assert run_violations(events) == [], (run_id, run_violations(events))
+    return total
+
+
+@pytest.mark.parametrize("fault", ["restart", "flush"])
+async def test_redis_restart_mid_stream_loses_and_doubles_nothing(fault: str) -> None:
+    """`restart`: Redis killed and started empty, so every blocking receive fails and the
+    sockets close with 4503 and resume. `flush`: Redis forgets everything but keeps its
+    connections, so the sockets stay open outside their groups until they re-join."""
+    require_redis_server()
+    require_postgres()
+    redis = PrivateRedis().start()
+    try:
+        with (
+            postgres_database() as database_url,
+            running_cluster(
+                database_url=database_url, redis_url=redis.url, env=CHAOS_ENV
+            ) as cluster,
+        ):
+            token = cluster.make_users("redis", 1)[0]
+            thread_id = cluster.new_thread(token)
+            # Two sockets on each worker: the one holding a worker's blocking receive sees the
+            # restart; the others may survive it and must still get every event.
+            sockets = [Socket(cluster[i % 2], thread_id, token) for i in range(4)]
+            for socket in sockets:
+                await socket.ensure_open()
+            runs, restarted_at, recovered_after = 6, 0.0, None
+            for index in range(runs):
+                ack = await ask_resuming(sockets[0], f"what is {index}*7 and 2**{index}")
+                if index == 2:
+                    restarted_at = time.monotonic()
+                    if fault == "flush":
+                        redis.flush()
+                    else:
+                        redis.stop()
+                        await asyncio.sleep(1.0)
+                        redis.start()
+                for socket in sockets:
+                    await socket.follow(completed_run(ack["run_id"]))
+                if index == 2:
+                    recovered_after = time.monotonic() - restarted_at
+            logged = cluster.logged_events(thread_id)
+            assert_exact(sockets, logged)
+            closes = [code for s in sockets for code in s.close_codes]
+            assert set(closes) <= {4503}, f"sockets closed with {closes}, not 4503"
+            assert len(by_run(logged)) == runs
+            if fault == "flush":
+                assert closes == [], "a flush drops no connection"
+            else:
+                assert closes, "a restart drops the blocking receives"
+            # No zombie: the state log holds exactly the sockets still open as CONNECTED, and
+            # every socket closed by the restart was closed out with its code and a reason.
+            states = query(
+                database_url,
+                "SELECT state, close_code, count(*) FROM chat_connection "
+                "WHERE requested_thread = %s AND state IN ('CONNECTED', 'CLOSED') "
+                "GROUP BY state, close_code ORDER BY state, close_code",
+                thread_id,
+            )
+            assert ("CONNECTED", None, len(sockets)) in states, states
+            assert sum(n for state, _, n in states if state == "CONNECTED") == len(sockets)
+            assert sum(n for state, code, n in states if state == "CLOSED" and code == 4503) == len(
+                closes
+            ), states
+            record(
+                f"redis_{fault}",
+                sockets=len(sockets),
+                runs=runs,
+                events=len(logged),
+                delivered=sum(len(s.events) for s in sockets),
+                lost=0,
+                doubled=0,
+                closed_with_4503=len(closes),
+                survived=sum(1 for s in sockets if not s.close_codes),
+                time_to_recover_s=round(recovered_after or 0, 2),
+            )
+    finally:
+        redis.stop()
+
+
+async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere() -> None:
+    """kill -9 of the worker executing a run: the survivor's reaper ends the run with
+    agent_error{worker_lost} within RUN_STALE_AFTER, and a client resuming there gets it all."""
+    require_redis()
+    require_postgres()
+    with (
+        postgres_database() as database_url,
+        running_cluster(database_url=database_url, redis_url=REDIS_URL, env=CHAOS_ENV) as cluster,
+    ):
+        token = cluster.make_users("kill", 1)[0]
+        thread_id = cluster.new_thread(token)
+        victim, survivor = cluster[0], cluster[1]
+        client = Socket(victim, thread_id, token)
+        watcher = Socket(survivor, thread_id, token)
+        await client.ensure_open()
+        await watcher.ensure_open()
+        ack = await client.ask("wait 20 seconds")
+        await client.wait_for(lambda f: f.get("type") == "tool_executing")
+        seen_before = len(client.events)
+        victim.stop(signal.SIGKILL)
+        killed_at = time.monotonic()
+        done = await watcher.wait_for(completed_run(ack["run_id"]), timeout=30)
+        closed_after = time.monotonic() - killed_at
+        # The heartbeat was at most one interval old at the kill; the reaper sweeps every
+        # RUN_REAPER_INTERVAL; both are 0.5 s here. The rest is slack for a loaded machine.
+        assert closed_after <= RUN_STALE_AFTER + 0.5 + 0.5 + 3.0, closed_after
+        assert done["data"]["status"] == "failed"
+        # The client comes back on the survivor, after the last seq it saw.
+        resumed_after = client.last_seq
+        client.server = survivor
+        await client.ensure_open()
+        await client.wait_for(completed_run(ack["run_id"]))
+        logged = cluster.logged_events(thread_id)
+        assert_exact([client, watcher], logged)
+        types = [e["type"] for e in logged]
+        assert types[-3:] == ["tool_completed", "agent_error", "agent_completed"]
+        error = logged[-2]["data"]
+        assert (error["code"], error["retryable"]) == ("worker_lost", True)
+        assert logged[-3]["data"]["status"] == "error"
+        run = query(
+            database_url,
+            "SELECT status, error_code FROM agents_agentrun WHERE id = %s",
+            uuid.UUID(ack["run_id"]),
+        )
+        assert run == [("failed", "worker_lost")]
+        # The dead worker's socket is closed out in the state log by the survivor.
+        old_connection = uuid.UUID(client.frames[0]["connection_id"])
+        reason = await poll_closed(database_url, old_connection, timeout=15)
+        assert "stopped heartbeating" in reason, reason
+        record(
+            "worker_killed",
+            runs=1,
+            events=len(logged),
+            received_before_kill=seen_before,
+            resumed_after_seq=resumed_after,
+            lost=0,
+            doubled=0,
+            run_closed_after_s=round(closed_after, 2),
+            run_stale_after_s=RUN_STALE_AFTER,
+        )
