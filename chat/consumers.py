@@ -110,6 +110,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 exc,
                 extra={"connection_id": getattr(getattr(self, "tracker", None), "id", None)},
             )
+        except DatabaseError as exc:
+            await self._database_down(exc, during=str(message.get("type")))
         except Exception as exc:  # noqa: BLE001 - reported, then the socket is closed with 4500
             await self._fail(exc, during=str(message.get("type")))
 
@@ -318,6 +320,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             tracker.transition(S.FAILED, f"internal error during {during}: {type(exc).__name__}")
             await self._flush_quietly()
 
+    async def _database_down(self, exc: DatabaseError, *, during: str) -> None:
+        """The log is unreachable (a gap cannot be filled): a dependency is down, not a bug.
+        Closes with 4503; the client reconnects with backoff and resumes by seq."""
+        tracker = getattr(self, "tracker", None)
+        logger.warning(
+            "database unavailable during %s: %s",
+            during,
+            exc,
+            extra={"connection_id": tracker.id if tracker else None, "thread_id": self.thread_id},
+        )
+        down = unavailable("The database is unavailable; reconnect and resume shortly.")
+        if tracker is not None and tracker.state == S.CONNECTED:
+            await self._close_with(down)
+        elif tracker is not None and tracker.state == S.AUTHENTICATING:
+            await self._refuse(down)
+        else:
+            await self._fail(exc, during=during)
+
     async def _layer_lost(self, exc: Exception) -> None:
         """Reports a failed channel-layer receive, sends `unavailable` and closes with 4503;
         the client reconnects and resumes by seq."""
@@ -471,8 +491,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._close_with(unauthenticated("The API token of this socket was revoked."))
 
     async def tail_check(self, message: dict[str, Any]) -> None:
-        """Forwards what the log holds beyond the last event this socket sent."""
-        await self._fill_gap(up_to=None)
+        """Forwards what the log holds beyond the last event this socket sent; while the
+        database is unreachable the check is retried on the next tick, the socket stays."""
+        try:
+            await self._fill_gap(up_to=None)
+        except DatabaseError as exc:
+            self.tail_dirty = True
+            logger.warning(
+                "tail check failed, will retry: %s",
+                exc,
+                extra={"connection_id": self.tracker.id, "thread_id": self.thread_id},
+            )
 
     async def _fill_gap(self, *, up_to: int | None) -> None:
         assert self.thread_id is not None

@@ -5,8 +5,11 @@ socket received against the event log, the source of truth.
 
 import asyncio
 import json
+import os
 import signal
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from typing import Any
 
@@ -18,6 +21,7 @@ from tests.cluster import (
     REDIS_URL,
     PrivateRedis,
     Socket,
+    TcpProxy,
     completed_run,
     delivery_faults,
     postgres_database,
@@ -223,4 +227,191 @@ async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere()
             doubled=0,
             run_closed_after_s=round(closed_after, 2),
             run_stale_after_s=RUN_STALE_AFTER,
+        )
+
+
+async def test_cut_tcp_connection_is_closed_out_and_the_resume_gets_everything() -> None:
+    """A client whose TCP connection is reset mid-run, without a close frame."""
+    require_redis()
+    require_postgres()
+    with (
+        postgres_database() as database_url,
+        running_cluster(database_url=database_url, redis_url=REDIS_URL, env=CHAOS_ENV) as cluster,
+    ):
+        token = cluster.make_users("cut", 1)[0]
+        thread_id = cluster.new_thread(token)
+        client = Socket(cluster[0], thread_id, token)
+        await client.ensure_open()
+        connection_id = uuid.UUID(client.frames[0]["connection_id"])
+        ack = await client.ask("wait 2 seconds and what is 3*3")
+        await client.wait_for(lambda f: f.get("type") == "tool_executing")
+        seen_before = len(client.events)
+        client.abort()
+        reason = await poll_closed(database_url, connection_id, timeout=15)
+        ((state, close_code),) = query(
+            database_url,
+            "SELECT state, close_code FROM chat_connection WHERE id = %s",
+            connection_id,
+        )
+        assert (state, close_code) == ("CLOSED", 1006), (state, close_code, reason)
+        await client.ensure_open()
+        await client.wait_for(completed_run(ack["run_id"]))
+        logged = cluster.logged_events(thread_id)
+        assert_exact([client], logged)
+        assert logged[-1]["data"]["status"] == "completed" and "9" in logged[-1]["data"]["text"]
+        record(
+            "tcp_cut",
+            runs=1,
+            events=len(logged),
+            received_before_cut=seen_before,
+            lost=0,
+            doubled=0,
+            state_log_close_code=close_code,
+            state_log_reason=reason,
+        )
+
+
+def metric_value(worker: Any, name: str, labels: str = "") -> float:
+    """Reads one sample from a worker's /metrics."""
+    with urllib.request.urlopen(f"{worker.http}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_postgres_unreachable_fails_loudly_and_recovers_by_itself() -> None:
+    """The workers reach PostgreSQL through a proxy that the test cuts for a few seconds."""
+    require_redis()
+    require_postgres()
+    outage = 4.0
+    with postgres_database() as direct_url:
+        parts = urllib.parse.urlsplit(direct_url)
+        proxy = TcpProxy(parts.port or 5432).start()
+        proxied_url = urllib.parse.urlunsplit(
+            parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}")
+        )
+        try:
+            with running_cluster(
+                database_url=proxied_url,
+                redis_url=REDIS_URL,
+                env={**CHAOS_ENV, "RUN_STALE_AFTER": "15", "WS_AUTH_TIMEOUT": "3"},
+            ) as cluster:
+                await _postgres_outage(cluster, proxy, direct_url, outage)
+        finally:
+            proxy.close()
+
+
+async def _postgres_outage(cluster: Any, proxy: TcpProxy, direct_url: str, outage: float) -> None:
+    token = cluster.make_users("pg", 1)[0]
+    thread_id = cluster.new_thread(token)
+    client = Socket(cluster[0], thread_id, token)
+    await client.ensure_open()
+    ack = await client.ask("wait 2 seconds")
+    await client.wait_for(lambda f: f.get("type") == "tool_executing")
+    proxy.cut()
+    cut_at = time.monotonic()
+    # A new socket while the database is unreachable: the error frame, then 4503.
+    newcomer = Socket(cluster[1], thread_id, token)
+    refusal = await newcomer.open()
+    assert (refusal["type"], refusal["code"], refusal["close_code"]) == (
+        "error",
+        "unavailable",
+        4503,
+    ), refusal
+    assert await newcomer.wait_closed(10) == 4503
+    await asyncio.sleep(max(0.0, outage - (time.monotonic() - cut_at)))
+    proxy.restore()
+    restored_at = time.monotonic()
+    done = await client.follow(completed_run(ack["run_id"]), timeout=60)
+    assert done["data"]["status"] == "failed"
+    run_events = [e for e in client.events if e["run_id"] == ack["run_id"]]
+    error = next(e for e in run_events if e["type"] == "agent_error")
+    assert (error["data"]["code"], error["data"]["retryable"]) == ("unavailable", True)
+    # Recovery by itself: a new run on the same thread completes.
+    after = await ask_resuming(client, "what is 5*5")
+    await client.follow(completed_run(after["run_id"]), timeout=60)
+    recovered_after = time.monotonic() - restored_at
+    logged = cluster.logged_events(thread_id)
+    assert_exact([client], logged)
+    assert logged[-1]["data"]["status"] == "completed" and "25" in logged[-1]["data"]["text"]
+    # Nothing half written: every run is terminal, in the runs table and in the log.
+    runs = query(
+        direct_url,
+        "SELECT id, status, error_code FROM agents_agentrun WHERE thread_id = %s",
+        uuid.UUID(thread_id),
+    )
+    assert sorted((str(r), s, c) for r, s, c in runs) == sorted(
+        [(ack["run_id"], "failed", "unavailable"), (after["run_id"], "completed", "")]
+    )
+    assert set(by_run(logged)) == {ack["run_id"], after["run_id"]}
+    # Loud: in the logs and in the metrics.
+    assert "database failure during run" in cluster[0].log_text()
+    assert "database unavailable during socket authentication" in cluster[1].log_text()
+    assert metric_value(cluster[0], "netra_runs_total", 'status="failed"') >= 1
+    assert metric_value(cluster[1], "netra_ws_connections_total", 'outcome="rejected"') >= 1
+    record(
+        "postgres_outage",
+        outage_s=outage,
+        runs=len(runs),
+        events=len(logged),
+        lost=0,
+        doubled=0,
+        client_closes=client.close_codes,
+        refused_while_down=[f.get("close_code") for f in client.refusals],
+        time_to_recover_s=round(recovered_after, 2),
+    )
+
+
+async def test_capacity_overflow_every_socket_gets_all_1000_events_in_order() -> None:
+    """CHANNEL_CAPACITY=5 and a run of about 1,000 events. The worker that does not run it
+    is paused for a moment in the middle of the burst (as a GC pause or a starved CPU would),
+    so its queue overflows and the layer drops events silently; every socket of the thread,
+    on both workers, still gets each event once, in order."""
+    require_redis()
+    require_postgres()
+    env = {**CHAOS_ENV, "CHANNEL_CAPACITY": "5", "AGENT_STREAM_CHUNK": "1"}
+    env["AGENT_STREAM_DELAY"] = "0"
+    with (
+        postgres_database() as database_url,
+        running_cluster(database_url=database_url, redis_url=REDIS_URL, env=env) as cluster,
+    ):
+        token = cluster.make_users("burst", 1)[0]
+        thread_id = cluster.new_thread(token)
+        sockets = [Socket(cluster[i % 2], thread_id, token) for i in range(6)]
+        for socket in sockets:
+            await socket.ensure_open()
+        # 200 expressions: 400 tool events and 600 one-word answer deltas.
+        text = ", ".join(f"{i}*1" for i in range(1, 201))
+        ack = await sockets[0].ask(text)
+        await sockets[0].wait_for(lambda f: f.get("seq", 0) >= 100)
+        paused = cluster[1]
+        assert paused.proc is not None
+        os.killpg(paused.proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(1.5)
+        finally:
+            os.killpg(paused.proc.pid, signal.SIGCONT)
+        for socket in sockets:
+            await socket.wait_for(completed_run(ack["run_id"]), timeout=120)
+        logged = cluster.logged_events(thread_id)
+        assert len(logged) >= 1000
+        assert_exact(sockets, logged)
+        assert all(not s.close_codes for s in sockets)
+        filled = sum(metric_value(w, "netra_event_gaps_filled_total") for w in cluster.workers)
+        assert filled > 0, "the layer dropped nothing: capacity 5 was not exceeded"
+        drops = cluster[0].log_text().count("over capacity in group")
+        assert drops > 0, "channels-redis reported no drop"
+        record(
+            "capacity_overflow",
+            capacity=5,
+            sockets=len(sockets),
+            events=len(logged),
+            delivered=sum(len(s.events) for s in sockets),
+            filled_from_log=int(filled),
+            group_sends_over_capacity=drops,
+            lost=0,
+            doubled=0,
         )
