@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DEBUG ?= 1
 
-.PHONY: install run run-cluster test lint typecheck pytest migrate screenshot clean
+.PHONY: install run run-cluster test lint typecheck pytest migrate screenshot bench clean
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ test: lint typecheck pytest
 
 screenshot: install
 	NETRA_SCREENSHOT=docs/screenshot.png DEBUG=0 $(PY) -m pytest tests/test_browser.py -k screenshot $(PYTEST_ARGS)
+
+# Side-by-side benchmarks on loopback (docs/benchmarks.md): about 5 minutes; QUICK=1 for a
+# one-minute smoke run, BENCH_FULL=1 for every server x layer x database combination.
+bench: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output

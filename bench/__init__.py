@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of netra-chat, a bare Channels consumer and a raw websockets server."""
