@@ -9,7 +9,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -590,6 +589,15 @@ def delivery_faults(received: list[dict[str, Any]], logged: list[dict[str, Any]]
     }
 
 
-def kill(server: Server) -> None:
-    """kill -9 of a worker's process group."""
-    server.stop(signal.SIGKILL)
+def record(name: str, **figures: Any) -> None:
+    """Prints a test's figures (they appear in the CI log with -s or -rA) and keeps them in
+    test-output/reliability.json, the source of the figures in docs/reliability.md."""
+    print(f"\nRELIABILITY {name}: {json.dumps(figures, sort_keys=True)}")
+    out = ROOT / "test-output" / "reliability.json"
+    out.parent.mkdir(exist_ok=True)
+    try:
+        known = json.loads(out.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known[name] = {**figures, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")

@@ -4,7 +4,6 @@ socket received against the event log, the source of truth.
 """
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -26,6 +25,7 @@ from tests.cluster import (
     delivery_faults,
     postgres_database,
     query,
+    record,
     require_postgres,
     require_redis,
     require_redis_server,
@@ -41,13 +41,6 @@ CHAOS_ENV = {
     "WS_GROUP_REFRESH_INTERVAL": "1",
 }
 NO_FAULTS = dict.fromkeys(("lost", "doubled", "out_of_order", "unknown", "altered"), 0)
-RELIABILITY: dict[str, Any] = {}
-
-
-def record(name: str, **figures: Any) -> None:
-    """Prints a test's figures so that they appear in the CI log."""
-    RELIABILITY[name] = figures
-    print(f"\nRELIABILITY {name}: {json.dumps(figures, sort_keys=True)}")
 
 
 async def poll_closed(database_url: str, connection_id: uuid.UUID, timeout: float) -> str:
