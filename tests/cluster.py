@@ -589,10 +589,11 @@ def delivery_faults(received: list[dict[str, Any]], logged: list[dict[str, Any]]
     }
 
 
-def record(name: str, **figures: Any) -> None:
-    """Prints a test's figures (they appear in the CI log with -s or -rA) and keeps them in
-    test-output/reliability.json, the source of the figures in docs/reliability.md."""
-    print(f"\nRELIABILITY {name}: {json.dumps(figures, sort_keys=True)}")
+def record(capsys: Any, name: str, **figures: Any) -> None:
+    """Prints a test's figures past pytest's capture, so that they appear in the CI log, and
+    keeps them in test-output/reliability.json, the source of docs/reliability.md."""
+    with capsys.disabled():
+        print(f"\nRELIABILITY {name}: {json.dumps(figures, sort_keys=True)}")
     out = ROOT / "test-output" / "reliability.json"
     out.parent.mkdir(exist_ok=True)
     try:

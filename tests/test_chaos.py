@@ -86,7 +86,9 @@ def assert_exact(sockets: list[Socket], logged: list[dict[str, Any]]) -> dict[st
 
 
 @pytest.mark.parametrize("fault", ["restart", "flush"])
-async def test_redis_restart_mid_stream_loses_and_doubles_nothing(fault: str) -> None:
+async def test_redis_restart_mid_stream_loses_and_doubles_nothing(
+    fault: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`restart`: Redis killed and started empty, so every blocking receive fails and the
     sockets close with 4503 and resume. `flush`: Redis forgets everything but keeps its
     connections, so the sockets stay open outside their groups until they re-join."""
@@ -146,6 +148,7 @@ async def test_redis_restart_mid_stream_loses_and_doubles_nothing(fault: str) ->
                 closes
             ), states
             record(
+                capsys,
                 f"redis_{fault}",
                 sockets=len(sockets),
                 runs=runs,
@@ -161,7 +164,9 @@ async def test_redis_restart_mid_stream_loses_and_doubles_nothing(fault: str) ->
         redis.stop()
 
 
-async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere() -> None:
+async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """kill -9 of the worker executing a run: the survivor's reaper ends the run with
     agent_error{worker_lost} within RUN_STALE_AFTER, and a client resuming there gets it all."""
     require_redis()
@@ -211,6 +216,7 @@ async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere()
         reason = await poll_closed(database_url, old_connection, timeout=15)
         assert "stopped heartbeating" in reason, reason
         record(
+            capsys,
             "worker_killed",
             runs=1,
             events=len(logged),
@@ -223,7 +229,9 @@ async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere()
         )
 
 
-async def test_cut_tcp_connection_is_closed_out_and_the_resume_gets_everything() -> None:
+async def test_cut_tcp_connection_is_closed_out_and_the_resume_gets_everything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """A client whose TCP connection is reset mid-run, without a close frame."""
     require_redis()
     require_postgres()
@@ -253,6 +261,7 @@ async def test_cut_tcp_connection_is_closed_out_and_the_resume_gets_everything()
         assert_exact([client], logged)
         assert logged[-1]["data"]["status"] == "completed" and "9" in logged[-1]["data"]["text"]
         record(
+            capsys,
             "tcp_cut",
             runs=1,
             events=len(logged),
@@ -275,7 +284,9 @@ def metric_value(worker: Any, name: str, labels: str = "") -> float:
     return 0.0
 
 
-async def test_postgres_unreachable_fails_loudly_and_recovers_by_itself() -> None:
+async def test_postgres_unreachable_fails_loudly_and_recovers_by_itself(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """The workers reach PostgreSQL through a proxy that the test cuts for a few seconds."""
     require_redis()
     require_postgres()
@@ -292,12 +303,14 @@ async def test_postgres_unreachable_fails_loudly_and_recovers_by_itself() -> Non
                 redis_url=REDIS_URL,
                 env={**CHAOS_ENV, "RUN_STALE_AFTER": "15", "WS_AUTH_TIMEOUT": "3"},
             ) as cluster:
-                await _postgres_outage(cluster, proxy, direct_url, outage)
+                await _postgres_outage(cluster, proxy, direct_url, outage, capsys)
         finally:
             proxy.close()
 
 
-async def _postgres_outage(cluster: Any, proxy: TcpProxy, direct_url: str, outage: float) -> None:
+async def _postgres_outage(
+    cluster: Any, proxy: TcpProxy, direct_url: str, outage: float, capsys: Any
+) -> None:
     token = cluster.make_users("pg", 1)[0]
     thread_id = cluster.new_thread(token)
     client = Socket(cluster[0], thread_id, token)
@@ -346,6 +359,7 @@ async def _postgres_outage(cluster: Any, proxy: TcpProxy, direct_url: str, outag
     assert metric_value(cluster[0], "netra_runs_total", 'status="failed"') >= 1
     assert metric_value(cluster[1], "netra_ws_connections_total", 'outcome="rejected"') >= 1
     record(
+        capsys,
         "postgres_outage",
         outage_s=outage,
         runs=len(runs),
@@ -358,7 +372,9 @@ async def _postgres_outage(cluster: Any, proxy: TcpProxy, direct_url: str, outag
     )
 
 
-async def test_capacity_overflow_every_socket_gets_all_1000_events_in_order() -> None:
+async def test_capacity_overflow_every_socket_gets_all_1000_events_in_order(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """CHANNEL_CAPACITY=5 and a run of about 1,000 events. The worker that does not run it
     is paused for a moment in the middle of the burst (as a GC pause or a starved CPU would),
     so its queue overflows and the layer drops events silently; every socket of the thread,
@@ -398,6 +414,7 @@ async def test_capacity_overflow_every_socket_gets_all_1000_events_in_order() ->
         drops = cluster[0].log_text().count("over capacity in group")
         assert drops > 0, "channels-redis reported no drop"
         record(
+            capsys,
             "capacity_overflow",
             capacity=5,
             sockets=len(sockets),

@@ -15,6 +15,7 @@ import os
 import resource
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -64,6 +65,16 @@ def make_population(cluster: Cluster) -> list[tuple[str, list[str]]]:
     return [(line.split()[0], line.split()[1:]) for line in lines]
 
 
+def answers(client_msg_id: str) -> Callable[[dict[str, Any]], bool]:
+    """A predicate: the ack or error frame that answers a client message."""
+    return lambda f: client_msg_id in (f.get("client_msg_id"), f.get("ref"))
+
+
+def has_seq(seq: int) -> Callable[[dict[str, Any]], bool]:
+    """A predicate: the run event with this seq."""
+    return lambda f: f.get("seq") == seq
+
+
 async def drive(sockets: list[Socket], deadline: float, stats: dict[str, int]) -> None:
     """Asks on the thread's first socket, paced, until the deadline; waits for each run."""
     sender = sockets[0]
@@ -80,10 +91,7 @@ async def drive(sockets: list[Socket], deadline: float, stats: dict[str, int]) -
                 "client_msg_id": client_msg_id,
             }
         )
-        answer = await sender.wait_for(
-            lambda f, cid=client_msg_id: cid in (f.get("client_msg_id"), f.get("ref")),
-            start=start,
-        )
+        answer = await sender.wait_for(answers(client_msg_id), start=start)
         if answer["type"] == "ack":
             stats["runs"] += 1
             await sender.wait_for(completed_run(answer["run_id"]), timeout=90)
@@ -95,7 +103,9 @@ async def drive(sockets: list[Socket], deadline: float, stats: dict[str, int]) -
         await asyncio.sleep(max(0.0, started + RUN_PACE - time.monotonic()))
 
 
-async def test_500_sockets_on_two_workers_lose_and_double_nothing() -> None:
+async def test_500_sockets_on_two_workers_lose_and_double_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     require_redis()
     require_postgres()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -125,9 +135,7 @@ async def test_500_sockets_on_two_workers_lose_and_double_nothing() -> None:
         logs = {thread_id: cluster.logged_events(thread_id) for thread_id in threads}
         for thread_id, group in threads.items():
             last = logs[thread_id][-1]["seq"] if logs[thread_id] else 0
-            await asyncio.gather(
-                *(s.wait_for(lambda f, last=last: f.get("seq") == last) for s in group)
-            )
+            await asyncio.gather(*(s.wait_for(has_seq(last)) for s in group))
         drained_in = time.monotonic() - load_ended
         totals = dict.fromkeys(("lost", "doubled", "out_of_order", "unknown", "altered"), 0)
         unpaired = violations = 0
@@ -148,7 +156,7 @@ async def test_500_sockets_on_two_workers_lose_and_double_nothing() -> None:
             query(database_url, "SELECT status, count(*) FROM agents_agentrun GROUP BY status")
         )
         closed = sum(1 for s in sockets if s.closed.is_set())
-        events = sum(len(log) for log in logs.values())
+        event_count = sum(len(log) for log in logs.values())
         figures: dict[str, Any] = {
             "workers": len(cluster.workers),
             "users": USERS,
@@ -156,7 +164,7 @@ async def test_500_sockets_on_two_workers_lose_and_double_nothing() -> None:
             "seconds": LOAD_SECONDS,
             "runs": stats["runs"],
             "run_statuses": statuses,
-            "events": events,
+            "events": event_count,
             "delivered": sum(len(s.events) for s in sockets),
             "expected_deliveries": sum(len(logs[t]) * len(g) for t, g in threads.items()),
             **totals,
@@ -168,7 +176,7 @@ async def test_500_sockets_on_two_workers_lose_and_double_nothing() -> None:
             "connect_500_s": round(connected_in, 2),
             "drain_after_load_s": round(drained_in, 2),
         }
-        record("load", **figures)
+        record(capsys, "load", **figures)
         assert totals == dict.fromkeys(totals, 0), figures
         assert (unpaired, violations, not_terminal, closed) == (0, 0, 0, 0), figures
         assert statuses == {"completed": stats["runs"]}, figures
