@@ -1,22 +1,30 @@
 """The broadcaster: log an event, then notify the thread's sockets over the channel layer."""
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels import DEFAULT_CHANNEL_LAYER
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
 from chat import metrics
 from chat.errors import report_exception
-from chat.events import event_append
+from chat.events import PendingEvent, event_append, event_append_many
 from chat.protocol import encode
 
 logger = logging.getLogger("netra.broadcaster")
+
+# The most events one database transaction takes from the queue of waiting emitters.
+MAX_BATCH = 256
+# The database thread of channels' database_sync_to_async, without its close_old_connections
+# around every call (a reconnect per event); chat.events keeps the connection usable.
+_append_one = sync_to_async(event_append, thread_sensitive=True)
+_append_many = sync_to_async(event_append_many, thread_sensitive=True)
 
 
 class EventLogError(RuntimeError):
@@ -33,12 +41,85 @@ def token_group(token_id: uuid.UUID | str) -> str:
     return f"token.{token_id}"
 
 
+class LogWriter:
+    """Writes the events emitters are waiting on, many per transaction: while one batch is
+    in the database, the next one collects. Each emitter still waits for its own event to
+    be committed (or for the exception that kept it out of the log)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending: list[tuple[PendingEvent, asyncio.Future[dict[str, Any]]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def append(self, event: PendingEvent) -> dict[str, Any]:
+        """Queues one event and returns its envelope once it is in the log."""
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a new event loop (tests): nothing of the old one is valid
+            self.loop, self.pending, self.task = loop, [], None
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.pending.append((event, future))
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            try:
+                results = await _append_many([event for event, _ in batch])
+            except BaseException as exc:
+                # Not a per-event failure (those come back as results): fail every waiting
+                # emitter with it rather than leave one waiting forever.
+                for _, future in batch + self.pending:
+                    _fail(future, exc)
+                self.pending = []
+                raise
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # its emitter was cancelled; the event is logged anyway
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(exc)
+
+
 class Broadcaster:
     """Emits run events: the log write first (it raises), then the group send (it may fail)."""
 
     def __init__(self, alias: str = DEFAULT_CHANNEL_LAYER) -> None:
         self.alias = alias
-        self._append = database_sync_to_async(event_append)
+        self.writer = LogWriter()
+
+    async def _append(
+        self,
+        *,
+        thread_id: uuid.UUID,
+        run_id: uuid.UUID,
+        type: str,
+        data: dict[str, Any],
+        in_transaction: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """Logs one event: batched with other emitters' events, or alone when it carries
+        `in_transaction` (a run status change that must commit with it)."""
+        if in_transaction is not None:
+            event: dict[str, Any] = await _append_one(
+                thread_id=thread_id,
+                run_id=run_id,
+                type=type,
+                data=data,
+                in_transaction=in_transaction,
+            )
+            return event
+        return await self.writer.append(PendingEvent(thread_id, run_id, type, data))
 
     @property
     def channel_layer(self) -> Any:

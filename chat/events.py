@@ -6,12 +6,13 @@ processes), on SQLite two statements in one transaction (SQLite serialises write
 """
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from chat.models import Event, Thread
@@ -55,6 +56,17 @@ def to_wire(
     }
 
 
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event waiting for its seq and its row in the log."""
+
+    thread_id: uuid.UUID
+    run_id: uuid.UUID
+    type: str
+    data: dict[str, Any]
+    in_transaction: Callable[[], None] | None = None
+
+
 def event_append(
     *,
     thread_id: uuid.UUID,
@@ -68,36 +80,112 @@ def event_append(
     `in_transaction`, if given, runs in the same transaction after the insert (a run's
     status change that must commit together with its event); if it raises, neither commits.
     """
-    now = timezone.now()
+    _keep_usable()
+    result = _append_in_one_transaction(
+        [PendingEvent(thread_id, run_id, type, data, in_transaction)]
+    )[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def event_append_many(events: Sequence[PendingEvent]) -> list[dict[str, Any] | Exception]:
+    """Appends events (none with `in_transaction`) in order, returning each one's envelope
+    or the exception that kept it out of the log (sync; database).
+
+    They commit together: one transaction, so one commit (one fsync) for the whole batch.
+    If that transaction fails, the events are retried one by one, so a failure stays with
+    the event that caused it.
+
+    Like `event_append`, it keeps the thread's connection between calls (no reconnect per
+    event; the next `close_old_connections` in this thread applies CONN_MAX_AGE) and
+    replaces one that failed and is no longer usable.
+    """
+    assert all(event.in_transaction is None for event in events)
+    _keep_usable()
+    return _append_group(list(events))
+
+
+def _keep_usable() -> None:
+    if connection.connection is None or connection.in_atomic_block:
+        return
+    if connection.errors_occurred:
+        if connection.is_usable():
+            connection.errors_occurred = False
+        else:
+            connection.close()
+
+
+def _append_group(group: list[PendingEvent]) -> list[dict[str, Any] | Exception]:
+    if not group:
+        return []
+    try:
+        return _append_in_one_transaction(group)
+    except DatabaseError as exc:
+        if len(group) == 1:
+            return [exc]
+    return [result for event in group for result in _append_group([event])]
+
+
+def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any] | Exception]:
     pk = Thread._meta.pk
     assert pk is not None
-    thread_param = pk.get_db_prep_value(thread_id, connection)
-    run_param = Event._meta.get_field("run_id").get_db_prep_value(run_id, connection)
-    data_param = Event._meta.get_field("data").get_db_prep_value(data, connection)
-    when = connection.ops.adapt_datetimefield_value(now)
+    run_field = Event._meta.get_field("run_id")
+    data_field = Event._meta.get_field("data")
     single = connection.vendor == "postgresql"
-    with nullcontext() if single and in_transaction is None else transaction.atomic():
+    prepared: list[tuple[PendingEvent, datetime, list[Any]] | Exception] = []
+    for event in group:
+        now = timezone.now()
+        try:
+            params = [
+                connection.ops.adapt_datetimefield_value(now),
+                pk.get_db_prep_value(event.thread_id, connection),
+                run_field.get_db_prep_value(event.run_id, connection),
+                data_field.get_db_prep_value(event.data, connection),
+            ]
+        except (TypeError, ValueError) as exc:  # data that does not encode as JSON
+            prepared.append(exc)
+            continue
+        prepared.append((event, now, params))
+    results: list[dict[str, Any] | Exception] = []
+    alone = len(group) == 1 and group[0].in_transaction is None
+    with nullcontext() if single and alone else transaction.atomic():
         with connection.cursor() as cursor:
-            if single:
-                cursor.execute(
-                    _PG_APPEND,
-                    [when, thread_param, thread_param, run_param, type, data_param, when],
-                )
-                row = cursor.fetchone()
-            else:
-                cursor.execute(_NEXT_SEQ, [when, thread_param])
-                row = cursor.fetchone()
-                if row is not None:
+            for item in prepared:
+                if isinstance(item, Exception):
+                    results.append(item)
+                    continue
+                event, now, (when, thread_param, run_param, data_param) = item
+                if single:
                     cursor.execute(
-                        _INSERT, [thread_param, row[0], run_param, type, data_param, when]
+                        _PG_APPEND,
+                        [when, thread_param, thread_param, run_param, event.type, data_param, when],
                     )
-        if row is None:
-            raise ThreadGoneError(f"thread {thread_id} does not exist")
-        if in_transaction is not None:
+                    row = cursor.fetchone()
+                else:
+                    cursor.execute(_NEXT_SEQ, [when, thread_param])
+                    row = cursor.fetchone()
+                    if row is not None:
+                        cursor.execute(
+                            _INSERT, [thread_param, row[0], run_param, event.type, data_param, when]
+                        )
+                if row is None:
+                    results.append(ThreadGoneError(f"thread {event.thread_id} does not exist"))
+                    continue
+                results.append(
+                    to_wire(
+                        type=event.type,
+                        seq=int(row[0]),
+                        thread_id=event.thread_id,
+                        run_id=event.run_id,
+                        created_at=now,
+                        data=event.data,
+                    )
+                )
+        in_transaction = group[0].in_transaction
+        if in_transaction is not None and not isinstance(results[0], Exception):
             in_transaction()
-    return to_wire(
-        type=type, seq=int(row[0]), thread_id=thread_id, run_id=run_id, created_at=now, data=data
-    )
+    return results
 
 
 def events_after(
