@@ -32,7 +32,7 @@ from chat.errors import (
     unauthenticated,
     unavailable,
 )
-from chat.events import events_after
+from chat.events import encoded_events_after, events_after
 from chat.models import ConnectionState as S
 from chat.ports import AgentServicePort, agent_service
 from chat.protocol import (
@@ -532,14 +532,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         assert self.thread_id is not None
         cursor, first = after_seq, None
         while True:
-            page = await database_sync_to_async(events_after)(
+            page = await database_sync_to_async(encoded_events_after)(
                 thread_id=self.thread_id, after_seq=cursor, limit=REPLAY_PAGE
             )
-            for event in page:
-                await self._send(event)
+            for _, text in page:
+                await self.send(text_data=text)
             if page:
-                first = page[0]["seq"] if first is None else first
-                cursor = page[-1]["seq"]
+                first = page[0][0] if first is None else first
+                cursor = page[-1][0]
             if len(page) < REPLAY_PAGE:
                 break
         log_last = await database_sync_to_async(selectors.thread_last_seq)(thread_id=self.thread_id)

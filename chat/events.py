@@ -5,6 +5,7 @@ that is one statement (a row lock on the thread orders concurrent emitters acros
 processes), on SQLite two statements in one transaction (SQLite serialises writers).
 """
 
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -13,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from chat.models import Event, Thread
@@ -121,7 +124,7 @@ def _append_group(group: list[PendingEvent]) -> list[dict[str, Any] | Exception]
         return []
     try:
         return _append_in_one_transaction(group)
-    except DatabaseError as exc:
+    except (DatabaseError, TypeError, ValueError) as exc:  # TypeError: data that is not JSON
         if len(group) == 1:
             return [exc]
     return [result for event in group for result in _append_group([event])]
@@ -201,6 +204,28 @@ def events_after(
     return [
         to_wire(type=t, seq=s, thread_id=thread_id, run_id=r, created_at=c, data=d)
         for t, s, r, c, d in rows
+    ]
+
+
+def encoded_events_after(
+    *, thread_id: uuid.UUID, after_seq: int, limit: int
+) -> list[tuple[int, str]]:
+    """Returns (seq, wire JSON text) of the logged events with seq > after_seq, in order
+    (sync). The stored `data` is spliced in as the database returns its JSON text, so a
+    replay neither decodes nor re-encodes it."""
+    rows = (
+        Event.objects.filter(thread_id=thread_id, seq__gt=after_seq)
+        .order_by("seq")
+        .annotate(raw=Cast("data", TextField()))
+        .values_list("type", "seq", "run_id", "created_at", "raw")[:limit]
+    )
+    head = f',"thread_id":"{thread_id}","run_id":"'
+    return [
+        (
+            s,
+            f'{{"type":{json.dumps(t)},"seq":{s}{head}{r}","ts":"{isoformat(c)}","data":{raw}}}',
+        )
+        for t, s, r, c, raw in rows
     ]
 
 
