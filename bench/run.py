@@ -228,9 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     plan = PLANS[args.plan]
     postgres = postgres_available()
     matrix = configs(plan.label, args.full, postgres)
-    if args.only:
+    if args.only:  # any contender of the full matrix, whatever the plan
         wanted = set(args.only.split(","))
-        matrix = [c for c in matrix if c.name in wanted]
+        matrix = [c for c in configs("default", True, postgres) if c.name in wanted]
     workdir = Path(tempfile.mkdtemp(prefix="netra-bench-"))
     print(f"bench: plan {plan.label}, {len(matrix)} contenders, work dir {workdir}", flush=True)
     needs_pg = any(c.db == "postgres" for c in matrix)
