@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from bench.servers import ServerProcess, cpu_seconds, rss_bytes
 
@@ -107,7 +107,13 @@ async def open_many(target: Target, threads: list[str]) -> list[Socket]:
         async with gate:
             return await open_socket(target, thread)
 
-    return list(await asyncio.gather(*(one(t) for t in threads)))
+    results = await asyncio.gather(*(one(t) for t in threads), return_exceptions=True)
+    opened = [r for r in results if isinstance(r, Socket)]
+    failed = [r for r in results if not isinstance(r, Socket)]
+    if failed:
+        await close_all(opened)
+        raise failed[0]
+    return opened
 
 
 async def close_all(sockets: list[Socket]) -> None:
@@ -232,11 +238,16 @@ async def idle(target: Target, *, steps: list[int], pings: int) -> dict[str, Any
     sockets: list[Socket] = []
     points = []
     capacity = 0
+    refused_at = None
     for step in steps:
         more = step - len(sockets)
-        sockets += await open_many(
-            target, [target.threads[i % len(target.threads)] for i in range(more)]
-        )
+        try:
+            sockets += await open_many(
+                target, [target.threads[i % len(target.threads)] for i in range(more)]
+            )
+        except (WebSocketException, OSError, TimeoutError, RuntimeError):
+            refused_at = step  # handshakes timed out or failed: past capacity
+            break
         await asyncio.sleep(2.0)
         p99 = await ping_p99(sockets, pings)
         rss = rss_bytes(target.server.pid)
@@ -245,9 +256,10 @@ async def idle(target: Target, *, steps: list[int], pings: int) -> dict[str, Any
             capacity = step
         else:
             break
-    top = points[-1]
+    top = points[-1] if points else {"sockets": 1, "rss": base}
     await close_all(sockets)
     return {
+        "refused_at": refused_at,
         "points": points,
         "capacity": capacity,
         "all_passed": capacity == steps[-1],

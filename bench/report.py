@@ -99,6 +99,8 @@ def tables(run: dict[str, Any]) -> str:
     for r in results:
         m = _metrics(r)
         cap = f"{m['cap']:,.0f}" + ("+" if r["idle"]["all_passed"] else "")
+        if r["idle"].get("refused_at"):
+            cap += f" (handshakes failed at {r['idle']['refused_at']:,})"
         lines.append(
             f"| {r['name']} | "
             + " | ".join(_fmt(m[k]) for k in ks)

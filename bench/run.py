@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         wanted = set(args.only.split(","))
         matrix = [c for c in configs("default", True, postgres) if c.name in wanted]
     workdir = Path(tempfile.mkdtemp(prefix="netra-bench-"))
+    # SIGTERM unwinds like Ctrl-C, so the servers, Redis and databases are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"bench: plan {plan.label}, {len(matrix)} contenders, work dir {workdir}", flush=True)
     needs_pg = any(c.db == "postgres" for c in matrix)
     dbs = Databases(workdir, postgres=needs_pg)

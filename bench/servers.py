@@ -39,7 +39,7 @@ def server_env(**extra: str) -> dict[str, str]:
     }
     env.update(
         {
-            "DJANGO_SETTINGS_MODULE": "netra_site.settings",
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
             "DEBUG": "0",
             "SECRET_KEY": "bench-secret-key-for-loopback-only-0123456789",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
