@@ -116,7 +116,16 @@ if REDIS_URL:
             "CONFIG": {
                 # redis-py 8 defaults socket_timeout to 5 s, which tears down every socket
                 # idle for 5 s (channels_redis #422): the blocking receive must not time out.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                # It also caps a pool at 100 connections and then raises instead of waiting:
+                # a worker with a few hundred sockets joining, leaving and checking at once
+                # needs more (tests/test_load.py).
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=1000),
+                    }
+                ],
                 "capacity": CHANNEL_CAPACITY,
                 "group_expiry": env.int("CHANNEL_GROUP_EXPIRY", default=86400),
             },

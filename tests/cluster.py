@@ -589,6 +589,17 @@ def delivery_faults(received: list[dict[str, Any]], logged: list[dict[str, Any]]
     }
 
 
+def metric_total(worker: Server, name: str) -> float:
+    """Sums every sample of one metric (all its labels) on a worker's /metrics."""
+    with urllib.request.urlopen(f"{worker.http}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    )
+
+
 def record(capsys: Any, name: str, **figures: Any) -> None:
     """Prints a test's figures past pytest's capture, so that they appear in the CI log, and
     keeps them in test-output/reliability.json, the source of docs/reliability.md."""
