@@ -77,8 +77,17 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Waiting for the write lock beats failing with "database is locked" under bursts.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Waiting for the write lock beats failing with "database is locked" under bursts:
+    # IMMEDIATE transactions take the lock at BEGIN, so a transaction that reads and then
+    # writes waits its turn (busy timeout) instead of failing on the upgrade; WAL lets
+    # readers (replays, gap fills) go on while a writer commits.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;",
+        }
+    )
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 

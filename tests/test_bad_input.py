@@ -38,7 +38,7 @@ json_values = st.recursive(
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=False)
-    | st.text(st.characters(blacklist_categories=("Cs",)), max_size=50),
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=50),
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
     ),
@@ -48,7 +48,7 @@ frame_types = st.sampled_from(["user_message", "cancel", "resume", "ping", "bogu
 shaped = st.fixed_dictionaries(
     {"type": frame_types},
     optional={
-        "text": json_values | st.text(st.characters(blacklist_categories=("Cs",)), max_size=300),
+        "text": json_values | st.text(st.characters(exclude_categories=["Cs"]), max_size=300),
         "client_msg_id": json_values | st.text(max_size=80),
         "run_id": json_values | st.uuids().map(str),
         "after_seq": json_values | st.integers(min_value=-5, max_value=10**20),
@@ -57,7 +57,7 @@ shaped = st.fixed_dictionaries(
 frames = st.one_of(
     shaped.map(json.dumps),
     json_values.map(json.dumps),
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=200),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=200),
     st.binary(max_size=200),
     st.integers(min_value=1, max_value=5000).map(lambda n: "[" * n + "]" * n),
     st.integers(min_value=1, max_value=300).map(lambda n: '{"a":' * n + "1" + "}" * n),
