@@ -236,7 +236,8 @@ def _plot(run: dict[str, Any], path: Path) -> None:
         left.bar([x + i * width for x in range(len(names))], values, width, label=f"K={k}")
     left.set_xticks([x + width * (len(ks) - 1) / 2 for x in range(len(names))])
     left.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
-    left.set_ylabel("delivered events/s")
+    left.set_yscale("log")
+    left.set_ylabel("delivered events/s (log)")
     left.set_title("Fan-out throughput (K threads x 2 sockets)")
     left.legend()
     for i, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9"))):
