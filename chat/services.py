@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from chat.events import isoformat
 from chat.models import Thread
 
 MAX_TITLE = 200
@@ -17,7 +18,7 @@ def thread_to_json(thread: Thread) -> dict[str, Any]:
     return {
         "id": str(thread.id),
         "title": thread.title,
-        "created_at": thread.created_at.isoformat().replace("+00:00", "Z"),
-        "last_activity": thread.last_activity.isoformat().replace("+00:00", "Z"),
+        "created_at": isoformat(thread.created_at),
+        "last_activity": isoformat(thread.last_activity),
         "last_seq": thread.last_seq,
     }

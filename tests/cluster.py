@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import socket
@@ -28,6 +29,8 @@ from psycopg import sql
 from chat.management.commands.run_cluster import worker_command
 from tests.helpers import require
 from tests.servers import PYTHON, ROOT, Server, base_env, free_port
+
+logger = logging.getLogger("tests.cluster")
 
 POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgres://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
@@ -272,8 +275,9 @@ class TcpProxy:
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
-        except (ConnectionError, OSError):
-            pass
+        except (ConnectionError, OSError) as exc:
+            # A side hung up or the proxy was cut: this pipe is over, and so is its partner.
+            logger.debug("proxy pipe closed: %s", exc)
         finally:
             writer.transport.abort()
 
@@ -287,30 +291,12 @@ class Worker(Server):
 
     def __init__(self, *, command: list[str], server: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.command = command
+        self.argv = command
         self.log_path = self.workdir / f"{server}-{self.port}.log"
 
-    def start(self, timeout: float = 30) -> "Worker":
-        """Starts the process and waits for /healthz."""
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.command,
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_tail()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.http}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            time.sleep(0.1)
-        raise RuntimeError(f"worker did not answer /healthz: {self.log_tail()}")
+    def command(self) -> list[str]:
+        """The command line it was given."""
+        return self.argv
 
 
 class Cluster:

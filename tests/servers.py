@@ -103,35 +103,40 @@ class Server:
         """The base WebSocket URL."""
         return f"ws://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        """The server's command line: daphne with the limits of `make run`."""
+        return [
+            str(BIN / "daphne"),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            *SERVER_LIMITS,
+            "netra_site.asgi:application",
+        ]
+
     def start(self, timeout: float = 30) -> "Server":
-        """Starts daphne and waits for /healthz."""
+        """Starts the server process and waits for /healthz."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [
-                str(BIN / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                *SERVER_LIMITS,
-                "netra_site.asgi:application",
-            ],
+            self.command(),
             cwd=ROOT,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        name = Path(self.command()[0]).name
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited: {self.log_tail()}")
+                raise RuntimeError(f"{name} exited: {self.log_tail()}")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{self.http}/healthz", timeout=1) as response:
                     if response.status == 200:
                         return self
             time.sleep(0.1)
-        raise RuntimeError(f"daphne did not answer /healthz: {self.log_tail()}")
+        raise RuntimeError(f"{name} did not answer /healthz: {self.log_tail()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stops the server (SIGKILL with sig=signal.SIGKILL)."""
