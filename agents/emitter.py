@@ -6,6 +6,7 @@ tool_executing paired (the dispatcher closes calls from a `finally`); the concat
 partial_result texts equal agent_completed.data.text.
 """
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -40,20 +41,41 @@ class RunEmitter:
     error: AgentFailure | None = None
 
     async def _emit(
-        self, type: str, data: dict[str, Any], in_transaction: InTransaction | None = None
-    ) -> dict[str, Any]:
+        self,
+        type: str,
+        data: dict[str, Any],
+        in_transaction: InTransaction | None = None,
+        *,
+        logged: Callable[[], object] | None = None,
+    ) -> None:
+        """Emits one event and then applies `logged`, the emitter's own record of it.
+
+        A cancel that arrives while the event is being written does not interrupt the
+        write: the database commits it anyway, so the emitter waits for the outcome and
+        keeps its record in step with the log before it lets the cancel through.
+        """
         if self.is_completed:
             raise EmitterStateError(f"{type} after agent_completed in run {self.run_id}")
         if not self.is_started and type != "agent_started":
             raise EmitterStateError(f"{type} before agent_started in run {self.run_id}")
-        event: dict[str, Any] = await self.broadcaster.emit(
-            thread_id=self.thread_id,
-            run_id=self.run_id,
-            type=type,
-            data=data,
-            in_transaction=in_transaction,
+        write = asyncio.ensure_future(
+            self.broadcaster.emit(
+                thread_id=self.thread_id,
+                run_id=self.run_id,
+                type=type,
+                data=data,
+                in_transaction=in_transaction,
+            )
         )
-        return event
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait([write])
+            if not write.cancelled() and write.exception() is None and logged is not None:
+                logged()
+            raise
+        if logged is not None:
+            logged()
 
     async def started(self, in_transaction: InTransaction | None = None) -> None:
         """Emits agent_started."""
@@ -63,13 +85,17 @@ class RunEmitter:
             "agent_started",
             {"agent": self.agent, "message_id": str(self.message_id)},
             in_transaction,
+            logged=lambda: setattr(self, "is_started", True),
         )
-        self.is_started = True
 
     async def thinking(self, text: str) -> None:
         """Emits agent_thinking with the next step number."""
-        self.step += 1
-        await self._emit("agent_thinking", {"text": text, "step": self.step})
+        step = self.step + 1
+        await self._emit(
+            "agent_thinking",
+            {"text": text, "step": step},
+            logged=lambda: setattr(self, "step", step),
+        )
 
     async def _ensure_thought(self) -> None:
         if self.step == 0:
@@ -79,9 +105,10 @@ class RunEmitter:
         """Emits tool_executing; the call stays open until tool_completed."""
         await self._ensure_thought()
         await self._emit(
-            "tool_executing", {"tool_call_id": tool_call_id, "tool": tool, "args": args}
+            "tool_executing",
+            {"tool_call_id": tool_call_id, "tool": tool, "args": args},
+            logged=lambda: self.open_calls.__setitem__(tool_call_id, tool),
         )
-        self.open_calls[tool_call_id] = tool
 
     async def tool_completed(
         self,
@@ -106,8 +133,9 @@ class RunEmitter:
             data["result"] = result
         else:
             data["error"] = error
-        await self._emit("tool_completed", data)
-        del self.open_calls[tool_call_id]
+        await self._emit(
+            "tool_completed", data, logged=lambda: self.open_calls.pop(tool_call_id, None)
+        )
 
     async def partial(self, text: str) -> None:
         """Emits one delta of the answer."""
@@ -115,16 +143,17 @@ class RunEmitter:
             return
         await self._ensure_thought()
         await self._emit(
-            "partial_result", {"message_id": str(self.assistant_message_id), "text": text}
+            "partial_result",
+            {"message_id": str(self.assistant_message_id), "text": text},
+            logged=lambda: self.text_parts.append(text),
         )
-        self.text_parts.append(text)
 
     async def failed(self, failure: AgentFailure) -> None:
         """Emits agent_error; agent_completed{failed} follows from `completed`."""
-        self.error = failure
         await self._emit(
             "agent_error",
             {"code": failure.code, "message": failure.message, "retryable": failure.retryable},
+            logged=lambda: setattr(self, "error", failure),
         )
 
     @property
@@ -151,5 +180,5 @@ class RunEmitter:
                 "duration_ms": self.duration_ms,
             },
             in_transaction,
+            logged=lambda: setattr(self, "is_completed", True),
         )
-        self.is_completed = True

@@ -46,19 +46,21 @@ class RunHandle:
     started: bool = False
     cancel_requested: bool = False
     lost: bool = False
+    closing: bool = False
 
     def request_cancel(self) -> None:
-        """Stops the run; it ends with agent_completed{status: cancelled}."""
+        """Stops the run; it ends with agent_completed{status: cancelled}. A run already
+        emitting its end is left to finish it."""
         if self.cancel_requested or self.lost:
             return
         self.cancel_requested = True
-        if self.started and self.task is not None:
+        if self.started and not self.closing and self.task is not None:
             self.task.cancel()
 
     def abandon(self) -> None:
         """Stops the run silently: someone else (the reaper) has closed it."""
         self.lost = True
-        if self.task is not None:
+        if not self.closing and self.task is not None:
             self.task.cancel()
 
 
@@ -288,6 +290,7 @@ class AgentService:
             )
         finally:
             metrics.RUNS_ACTIVE.dec()
+        handle.closing = True
         await close_out(emitter, spec, worker_id=self.worker_id, status=status, failure=failure)
 
     # --- background: heartbeat, remote cancel, reaper ------------------------------------------
