@@ -3,6 +3,7 @@ channel layer to a probe channel, verified event by event (DESIGN section 5)."""
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from chat import metrics
 from chat.broadcaster import thread_group
 from chat.models import Thread
 
+logger = logging.getLogger("netra.health")
+
 EXPECTED = (
     "agent_started",
     "agent_thinking",
@@ -24,7 +27,7 @@ EXPECTED = (
     "partial_result",
     "agent_completed",
 )
-PROBE_USER = "netra-probe"
+PROBE_USER = "netra:probe"  # a name sign-up cannot take (":" is not allowed in usernames)
 PROBE_TEXT = "what is 6*7"
 KEEP_PROBE_THREADS = 5
 _lock: asyncio.Lock | None = None
@@ -85,7 +88,15 @@ async def check_event_flow(service: Any, *, timeout: float = 5.0) -> FlowResult:
     if _lock is None:
         _lock = asyncio.Lock()
     async with _lock:
-        return await _check(service, timeout)
+        try:
+            return await _check(service, timeout)
+        except Exception as exc:  # a dependency is down: that is the check's answer
+            logger.warning("event-flow check could not run: %s", exc, exc_info=exc)
+            return FlowResult(
+                ok=False,
+                missing="agent_started",
+                detail=f"the probe run could not start: {type(exc).__name__}: {exc}",
+            )
 
 
 async def _check(service: Any, timeout: float) -> FlowResult:
@@ -143,6 +154,9 @@ async def _check(service: Any, timeout: float) -> FlowResult:
         else:
             result.ok = True
     finally:
-        await layer.group_discard(group, channel)
-        await database_sync_to_async(_prune_probe_threads)()
+        try:
+            await layer.group_discard(group, channel)
+            await database_sync_to_async(_prune_probe_threads)()
+        except Exception as exc:  # noqa: BLE001 - cleanup only; the group entry expires anyway
+            logger.warning("event-flow check could not clean up: %s", exc)
     return result

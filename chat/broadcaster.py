@@ -172,6 +172,7 @@ class Broadcaster:
             report_exception(
                 exc,
                 "group_send failed; sockets will fill the gap from the log",
+                throttle="group_send",
                 thread_id=event["thread_id"],
                 run_id=event["run_id"],
                 seq=event["seq"],

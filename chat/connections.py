@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from chat import metrics
@@ -142,6 +142,32 @@ class ConnectionTracker:
             self._pending = pending + self._pending
             raise
         self._saved = True
+
+
+# Trackers whose state log could not be written (the database was down): housekeeping
+# writes them later, so that no socket stays CONNECTED in the log after it closed.
+_unflushed: dict[uuid.UUID, ConnectionTracker] = {}
+
+
+def remember_unflushed(tracker: ConnectionTracker) -> None:
+    """Keeps a tracker whose rows are still to be written."""
+    _unflushed[tracker.id] = tracker
+
+
+def flush_unflushed() -> int:
+    """Writes the rows of every remembered tracker it can; returns how many it wrote (sync)."""
+    written = 0
+    for connection_id, tracker in list(_unflushed.items()):
+        try:
+            tracker.flush()
+        except DatabaseError as exc:
+            logger.warning(
+                "state log still unwritable: %s", exc, extra={"connection_id": connection_id}
+            )
+            break
+        del _unflushed[connection_id]
+        written += 1
+    return written
 
 
 def process_heartbeat() -> None:

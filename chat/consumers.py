@@ -19,7 +19,7 @@ from django.db import DatabaseError
 from chat import metrics, selectors
 from chat.auth import Principal, header, principal_from_scope
 from chat.broadcaster import thread_group, token_group
-from chat.connections import ConnectionTracker
+from chat.connections import ConnectionTracker, remember_unflushed
 from chat.errors import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_RATE_LIMITED,
@@ -181,7 +181,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._send(err.frame())
             return
         if after_seq is not None:
-            await self._replay(min(after_seq, thread_last_seq))
+            await self._replay(after_seq)
 
     async def _join(self) -> None:
         assert self.thread_id is not None
@@ -191,7 +191,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception as exc:
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
             report_exception(
-                exc, "group_add failed", connection_id=self.tracker.id, thread_id=self.thread_id
+                exc,
+                "group_add failed",
+                throttle="group_add",
+                connection_id=self.tracker.id,
+                thread_id=self.thread_id,
             )
             raise unavailable("The channel layer is unavailable; retry shortly.") from exc
         self.joined = True
@@ -293,10 +297,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except (DatabaseError, TimeoutError) as exc:
             logger.warning(
-                "could not write the connection state log: %s",
+                "could not write the connection state log, housekeeping will retry: %s",
                 exc,
                 extra={"connection_id": self.tracker.id, "to_state": self.tracker.state},
             )
+            remember_unflushed(self.tracker)
 
     async def _fail(self, exc: Exception, *, during: str) -> None:
         tracker = getattr(self, "tracker", None)
@@ -346,6 +351,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         report_exception(
             exc,
             "channel layer receive failed; closing the socket with 4503",
+            throttle="layer_receive",
             connection_id=tracker.id if tracker else None,
             thread_id=self.thread_id,
         )
@@ -494,7 +500,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Forwards what the log holds beyond the last event this socket sent; while the
         database is unreachable the check is retried on the next tick, the socket stays."""
         try:
-            await self._fill_gap(up_to=None)
+            last_type = await self._fill_gap(up_to=None)
         except DatabaseError as exc:
             self.tail_dirty = True
             logger.warning(
@@ -502,9 +508,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 exc,
                 extra={"connection_id": self.tracker.id, "thread_id": self.thread_id},
             )
+            return
+        if last_type is not None and last_type != "agent_completed":
+            # More of the same burst may still be lost on the layer: look again later.
+            self.tail_dirty = True
+            self.last_event_at = time.monotonic()
 
-    async def _fill_gap(self, *, up_to: int | None) -> None:
+    async def _fill_gap(self, *, up_to: int | None) -> str | None:
+        """Sends the logged events after the last one forwarded (up to `up_to`); returns
+        the type of the last one sent, or None."""
         assert self.thread_id is not None
+        last_type: str | None = None
         while True:
             missing = await database_sync_to_async(events_after)(
                 thread_id=self.thread_id, after_seq=self.last_seq, limit=REPLAY_PAGE, up_to=up_to
@@ -512,6 +526,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             for event in missing:
                 await self._send(event)
                 self.last_seq = event["seq"]
+                last_type = event["type"]
                 metrics.EVENTS_DELIVERED.labels(type=event["type"]).inc()
             if missing:
                 metrics.EVENT_GAPS_FILLED.inc(len(missing))
@@ -525,12 +540,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     },
                 )
             if len(missing) < REPLAY_PAGE:
-                return
+                return last_type
 
     async def _replay(self, after_seq: int) -> None:
-        """Sends every logged event with seq > after_seq, then `resume_complete`."""
+        """Sends every logged event with seq > after_seq, then `resume_complete`. An
+        after_seq beyond the log counts as its end, so that no later event is mistaken for
+        one this socket already had."""
         assert self.thread_id is not None
-        cursor, first = after_seq, None
+        log_last = await database_sync_to_async(selectors.thread_last_seq)(thread_id=self.thread_id)
+        start = min(after_seq, log_last)
+        cursor, first = start, None
         while True:
             page = await database_sync_to_async(encoded_events_after)(
                 thread_id=self.thread_id, after_seq=cursor, limit=REPLAY_PAGE
@@ -542,8 +561,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 cursor = page[-1][0]
             if len(page) < REPLAY_PAGE:
                 break
-        log_last = await database_sync_to_async(selectors.thread_last_seq)(thread_id=self.thread_id)
-        recovered = first == after_seq + 1 if log_last > after_seq else True
+        recovered = first == start + 1 if log_last > start else True
         self.last_seq = max(self.last_seq, cursor)
         await self._send(
             {

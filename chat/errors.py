@@ -1,6 +1,7 @@
 """The one application error type, and how a failure is reported."""
 
 import logging
+import time
 from typing import Any
 
 import sentry_sdk
@@ -106,8 +107,17 @@ def internal_error(ref: str | None = None) -> NetraError:
     )
 
 
-def report_exception(exc: BaseException, message: str, **context: Any) -> None:
-    """Logs an unexpected exception with its traceback and context and sends it to Sentry once."""
+# Outages hit every event or socket at once; Sentry hears of each kind once a minute.
+SENTRY_THROTTLE_SECONDS = 60.0
+_last_sent: dict[str, float] = {}
+
+
+def report_exception(
+    exc: BaseException, message: str, *, throttle: str | None = None, **context: Any
+) -> None:
+    """Logs an unexpected exception with its traceback and context and sends it to Sentry
+    once. With `throttle`, Sentry gets at most one event of that kind a minute (the log and
+    the metrics still see every one)."""
     logger.error(
         "%s: %s",
         message,
@@ -115,6 +125,11 @@ def report_exception(exc: BaseException, message: str, **context: Any) -> None:
         exc_info=exc,
         extra={k: v for k, v in context.items() if v is not None},
     )
+    if throttle is not None:
+        now = time.monotonic()
+        if now - _last_sent.get(throttle, -SENTRY_THROTTLE_SECONDS) < SENTRY_THROTTLE_SECONDS:
+            return
+        _last_sent[throttle] = now
     with sentry_sdk.new_scope() as scope:
         for key, value in context.items():
             if value is not None:

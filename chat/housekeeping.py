@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat.connections import process_heartbeat, reap_connections
+from chat.connections import flush_unflushed, process_heartbeat, reap_connections
 from chat.errors import report_exception
 
 logger = logging.getLogger("netra.housekeeping")
@@ -36,8 +36,10 @@ async def stop() -> None:
 
 
 async def sweep() -> int:
-    """Beats this process's heartbeat, then closes out dead and stuck connections."""
+    """Beats this process's heartbeat, writes state log rows an outage held back, then
+    closes out dead and stuck connections."""
     await database_sync_to_async(process_heartbeat)()
+    await database_sync_to_async(flush_unflushed)()
     closed: int = await database_sync_to_async(reap_connections)(
         process_stale_after=settings.PROCESS_STALE_AFTER, stuck_after=settings.WS_STUCK_AFTER
     )

@@ -411,3 +411,57 @@ async def test_operations_page_is_for_staff_only(user: Any) -> None:
     client = await database_sync_to_async(plain_client)()
     response = await database_sync_to_async(client.get)("/admin/ops/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+async def test_state_log_rows_held_back_by_an_outage_are_written_later(
+    thread: Any, token: str, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat.connections import ConnectionTracker, flush_unflushed
+
+    comm, first = await helpers.open_socket(thread.id, token=token)
+    real_flush = ConnectionTracker.flush
+
+    def down(self: ConnectionTracker) -> None:
+        raise OperationalError("the database is down")
+
+    monkeypatch.setattr(ConnectionTracker, "flush", down)
+    await comm.disconnect()
+    state = await database_sync_to_async(
+        lambda: Connection.objects.get(pk=first["connection_id"]).state
+    )()
+    assert state == "CONNECTED"  # the close could not be written
+    monkeypatch.setattr(ConnectionTracker, "flush", real_flush)
+    assert await database_sync_to_async(flush_unflushed)() >= 1
+    row = await database_sync_to_async(Connection.objects.get)(pk=first["connection_id"])
+    assert (row.state, row.close_code) == ("CLOSED", 1000)
+
+
+async def test_event_flow_check_is_503_when_the_database_is_down(
+    staff_token: str, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agents import health
+
+    def down() -> Any:
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(health, "_probe_thread", down)
+    response = await AsyncClient().get(
+        "/healthz/events", headers={"Authorization": f"Bearer {staff_token}"}
+    )
+    assert response.status_code == 503
+    body = response.json()
+    assert body["missing"] == "agent_started" and "OperationalError" in body["detail"]
+
+
+def test_outage_errors_reach_sentry_once_a_minute(
+    sentry_events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat import errors
+
+    monkeypatch.setattr(errors, "_last_sent", {})
+    for _ in range(50):
+        errors.report_exception(
+            ConnectionError("redis down"), "group_send failed", throttle="group_send"
+        )
+    errors.report_exception(ConnectionError("other"), "group_add failed", throttle="group_add")
+    assert [chain(e) for e in sentry_events] == [["ConnectionError"], ["ConnectionError"]]

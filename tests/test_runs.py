@@ -250,3 +250,17 @@ async def test_twenty_threads_at_once_stay_apart(user: Any, token: str, service:
         assert all(run_violations(run) == [] for run in by_run(events).values())
     for comm in sockets:
         await comm.disconnect()
+
+
+async def test_resume_past_the_end_of_the_log_loses_no_later_event(
+    thread: Any, token: str, service: Any
+) -> None:
+    comm, _ = await helpers.open_socket(thread.id, token=token)
+    await helpers.send(comm, {"type": "resume", "after_seq": 500})
+    done = await comm.receive_json_from(timeout=5)
+    assert done == {"type": "resume_complete", "after_seq": 500, "last_seq": 0, "recovered": True}
+    await helpers.send(comm, helpers.message("what is 4*4"))
+    events = helpers.run_events(await helpers.receive_until(comm, helpers.completed))
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert "16" in events[-1]["data"]["text"]
+    await comm.disconnect()
