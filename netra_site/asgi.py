@@ -8,8 +8,14 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "netra_site.settings")
 django_asgi_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
 from django.core import checks  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+if not settings.DEBUG and not os.environ.get("SECRET_KEY"):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for local development)."
+    )
 
 # ASGI servers run no system checks; a misconfigured process must not start half-working.
 _problems = [message for message in checks.run_checks() if message.is_serious()]
@@ -19,7 +25,6 @@ if _problems:
     )
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from chat import housekeeping  # noqa: E402

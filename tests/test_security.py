@@ -172,12 +172,11 @@ def test_check_deploy_is_clean_with_https() -> None:
 
 
 def test_debug_off_refuses_to_start_without_a_secret_key() -> None:
-    env = base_env(DEBUG="0")
-    env.pop("SECRET_KEY")
-    result = subprocess.run(
-        [PYTHON, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
+    server = Server()
+    server.env.pop("SECRET_KEY")
+    with pytest.raises(RuntimeError, match="daphne exited"):
+        server.start(timeout=30)
+    assert "SECRET_KEY must be set when DEBUG is off" in server.log_text()
 
 
 @pytest.mark.django_db(transaction=True)
