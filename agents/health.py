@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from chat import metrics
 from chat.broadcaster import thread_group
 from chat.models import Thread
+from chat.ports import AgentServicePort
 
 logger = logging.getLogger("netra.health")
 
@@ -82,7 +83,7 @@ def first_missing(seen: list[str]) -> str | None:
     return None
 
 
-async def check_event_flow(service: Any, *, timeout: float = 5.0) -> FlowResult:
+async def check_event_flow(service: AgentServicePort, *, timeout: float = 5.0) -> FlowResult:
     """Runs the built-in agent on a probe thread and checks its events reach a channel."""
     global _lock
     if _lock is None:
@@ -99,7 +100,7 @@ async def check_event_flow(service: Any, *, timeout: float = 5.0) -> FlowResult:
             )
 
 
-async def _check(service: Any, timeout: float) -> FlowResult:
+async def _check(service: AgentServicePort, timeout: float) -> FlowResult:
     layer = get_channel_layer()
     user, thread = await database_sync_to_async(_probe_thread)()
     channel = await layer.new_channel("healthz.")

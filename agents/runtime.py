@@ -200,8 +200,9 @@ class AgentService:
 
     def _forget(self, run_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self.runs.pop(run_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            report_exception(task.exception() or RuntimeError(), "run task crashed", run_id=run_id)
+        crash = None if task.cancelled() else task.exception()
+        if crash is not None:
+            report_exception(crash, "run task crashed", run_id=run_id)
         if not self.runs and self._idle is not None:
             self._idle.set()
 

@@ -3,15 +3,14 @@
 import hmac
 import uuid
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from pydantic import ValidationError
 
 from agents.health import check_event_flow
-from chat.api import api_view, error_response, json_body
-from chat.auth import Principal, parse_bearer, principal_from_token
-from chat.errors import NetraError, forbidden, unauthenticated, unavailable
+from chat.api import api_view, authenticate_request, error_response, json_body
+from chat.auth import Principal
+from chat.errors import NetraError, forbidden, unavailable
 from chat.ports import agent_service
 from chat.protocol import MessageBody, bad_request, describe_error
 from chat.views import thread_for
@@ -68,14 +67,8 @@ async def _health_caller_allowed(request: HttpRequest) -> bool:
     offered = request.headers.get("X-Health-Token", "")
     if settings.HEALTHCHECK_TOKEN and offered:
         return hmac.compare_digest(offered, settings.HEALTHCHECK_TOKEN)
-    authorization = request.headers.get("Authorization")
-    if authorization is not None:
-        principal = await database_sync_to_async(principal_from_token)(parse_bearer(authorization))
-        return bool(principal.user.is_staff)
-    user = await request.auser()
-    if not user.is_authenticated:
-        raise unauthenticated("Send a staff session or token, or the X-Health-Token header.")
-    return bool(user.is_staff)
+    principal = await authenticate_request(request)
+    return bool(principal.user.is_staff)
 
 
 async def healthz_events(request: HttpRequest) -> JsonResponse:

@@ -1,7 +1,5 @@
 """The chat application: threads, the event log, sockets."""
 
-from typing import Any
-
 from django.apps import AppConfig
 from django.core import checks
 
@@ -15,9 +13,3 @@ class ChatConfig(AppConfig):
         from chat import checks as chat_checks
 
         checks.register(chat_checks.check_channel_layer, checks.Tags.compatibility)
-
-    def __repr__(self) -> str:
-        return "<ChatConfig>"
-
-
-__all__: list[Any] = ["ChatConfig"]

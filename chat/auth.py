@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from chat import metrics
 from chat.broadcaster import token_group
-from chat.errors import NetraError, forbidden, report_exception, unauthenticated
+from chat.errors import forbidden, report_exception, unauthenticated
 from chat.models import ApiToken
 
 TOKEN_PREFIX = "nt_"  # noqa: S105 - a visible marker, not a secret
@@ -119,6 +119,3 @@ def header(scope: dict[str, Any], name: bytes) -> str | None:
             decoded: str = value.decode("latin-1")
             return decoded
     return None
-
-
-__all__ = ["NetraError", "Principal", "principal_from_scope", "token_create"]

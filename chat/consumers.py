@@ -32,7 +32,7 @@ from chat.errors import (
     unauthenticated,
     unavailable,
 )
-from chat.events import encoded_events_after, events_after
+from chat.events import encoded_events_after
 from chat.models import ConnectionState as S
 from chat.ports import AgentServicePort, agent_service
 from chat.protocol import (
@@ -236,11 +236,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _refuse(self, err: NetraError) -> None:
         """Accepts, sends the `error` frame, closes with its code, and records the refusal."""
-        if not self.accepted:
-            await self.accept()
-            self.accepted = True
-        await self._send(err.frame())
-        await self.close(code=err.close_code)
+        await self._tell_and_close(err)
         if err.code in AUTH_FAILURE_CODES:
             metrics.WS_AUTH_FAILURES.labels(code=err.code).inc()
         metrics.WS_CONNECTIONS_TOTAL.labels(outcome="rejected").inc()
@@ -312,18 +308,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
             thread_id=self.thread_id,
             user_id=self.principal.user.pk if self.principal else None,
         )
-        try:
-            if not self.accepted:
-                await self.accept()
-                self.accepted = True
-            await self._send(internal_error().frame())
-            await self.close(code=internal_error().close_code)
-        except (OSError, RuntimeError) as send_exc:
-            logger.warning("could not tell the client about the fault: %s", send_exc)
+        await self._tell_and_close(internal_error())
         if tracker is not None and tracker.state not in (S.CLOSED, S.FAILED):
             tracker.close_code = internal_error().close_code
             tracker.transition(S.FAILED, f"internal error during {during}: {type(exc).__name__}")
             await self._flush_quietly()
+
+    async def _tell_and_close(self, err: NetraError) -> None:
+        """Sends the `error` frame and closes with its code, accepting first if need be; a
+        client already gone is only logged (its disconnect closes the connection out)."""
+        try:
+            if not self.accepted:
+                await self.accept()
+                self.accepted = True
+            await self._send(err.frame())
+            await self.close(code=err.close_code)
+        except (
+            OSError,
+            RuntimeError,
+        ) as send_exc:  # PEER_GONE; a closed protocol is a RuntimeError
+            logger.info(
+                "could not tell the client %s: %s",
+                err.code,
+                send_exc,
+                extra={"connection_id": getattr(getattr(self, "tracker", None), "id", None)},
+            )
 
     async def _database_down(self, exc: DatabaseError, *, during: str) -> None:
         """The log is unreachable (a gap cannot be filled): a dependency is down, not a bug.
@@ -359,14 +368,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if watch_task is not None:
             watch_task.cancel()
         down = unavailable("The channel layer connection was lost; reconnect and resume.")
-        try:
-            if not self.accepted:
-                await self.accept()
-                self.accepted = True
-            await self._send(down.frame())
-            await self.close(code=down.close_code)
-        except (Disconnected, OSError, RuntimeError) as send_exc:
-            logger.info("could not tell the client the layer was lost: %s", send_exc)
+        await self._tell_and_close(down)
         if tracker is None or tracker.state == S.CLOSED:
             return
         if tracker.state != S.FAILED:
@@ -432,8 +434,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send(err.frame())
 
     async def _close_with(self, err: NetraError) -> None:
-        await self._send(err.frame())
-        await self.close(code=err.close_code)
+        await self._tell_and_close(err)
         self.tracker.close_code = err.close_code
         if self.tracker.state == S.CONNECTED:
             self.tracker.transition(S.CLOSING, f"{err.code}: {err.message}")
@@ -520,14 +521,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         assert self.thread_id is not None
         last_type: str | None = None
         while True:
-            missing = await database_sync_to_async(events_after)(
+            missing = await database_sync_to_async(encoded_events_after)(
                 thread_id=self.thread_id, after_seq=self.last_seq, limit=REPLAY_PAGE, up_to=up_to
             )
-            for event in missing:
-                await self._send(event)
-                self.last_seq = event["seq"]
-                last_type = event["type"]
-                metrics.EVENTS_DELIVERED.labels(type=event["type"]).inc()
+            for seq, last_type, text in missing:
+                await self.send(text_data=text)
+                self.last_seq = seq
+                metrics.EVENTS_DELIVERED.labels(type=last_type).inc()
             if missing:
                 metrics.EVENT_GAPS_FILLED.inc(len(missing))
                 logger.info(
@@ -554,7 +554,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             page = await database_sync_to_async(encoded_events_after)(
                 thread_id=self.thread_id, after_seq=cursor, limit=REPLAY_PAGE
             )
-            for _, text in page:
+            for _, _, text in page:
                 await self.send(text_data=text)
             if page:
                 first = page[0][0] if first is None else first

@@ -208,14 +208,16 @@ def events_after(
 
 
 def encoded_events_after(
-    *, thread_id: uuid.UUID, after_seq: int, limit: int
-) -> list[tuple[int, str]]:
-    """Returns (seq, wire JSON text) of the logged events with seq > after_seq, in order
-    (sync). The stored `data` is spliced in as the database returns its JSON text, so a
-    replay neither decodes nor re-encodes it."""
+    *, thread_id: uuid.UUID, after_seq: int, limit: int, up_to: int | None = None
+) -> list[tuple[int, str, str]]:
+    """Returns (seq, type, wire JSON text) of the logged events with seq > after_seq (and
+    <= up_to), in order (sync). The stored `data` is spliced in as the database returns its
+    JSON text, so a replay or gap fill neither decodes nor re-encodes it."""
+    query = Event.objects.filter(thread_id=thread_id, seq__gt=after_seq)
+    if up_to is not None:
+        query = query.filter(seq__lte=up_to)
     rows = (
-        Event.objects.filter(thread_id=thread_id, seq__gt=after_seq)
-        .order_by("seq")
+        query.order_by("seq")
         .annotate(raw=Cast("data", TextField()))
         .values_list("type", "seq", "run_id", "created_at", "raw")[:limit]
     )
@@ -223,17 +225,8 @@ def encoded_events_after(
     return [
         (
             s,
+            t,
             f'{{"type":{json.dumps(t)},"seq":{s}{head}{r}","ts":"{isoformat(c)}","data":{raw}}}',
         )
         for t, s, r, c, raw in rows
     ]
-
-
-def first_seq(*, thread_id: uuid.UUID) -> int | None:
-    """Returns the lowest seq still in the thread's log (events may have been pruned)."""
-    return (
-        Event.objects.filter(thread_id=thread_id)
-        .order_by("seq")
-        .values_list("seq", flat=True)
-        .first()
-    )

@@ -20,9 +20,16 @@ class AgentServicePort(Protocol):
     """The agent service as the chat layer sees it."""
 
     async def submit(
-        self, *, thread_id: uuid.UUID, user: Any, text: str, client_msg_id: str
+        self,
+        *,
+        thread_id: uuid.UUID,
+        user: Any,
+        text: str,
+        client_msg_id: str,
+        probe: bool = False,
     ) -> SubmitResult:
-        """Starts a run for a user message, idempotent on (thread, client_msg_id)."""
+        """Starts a run for a user message, idempotent on (thread, client_msg_id); `probe`
+        runs on an internal health-check thread."""
 
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
         """Asks an active run of the user's to stop."""
