@@ -22,7 +22,8 @@ class AppendOnlyAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        """Rows are never deleted here (a thread's deletion takes its own with it)."""
+        """Rows are never deleted here; nor, hence, is a thread that has some (its owner
+        deletes it, with everything it holds)."""
         return False
 
 
