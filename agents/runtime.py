@@ -20,7 +20,7 @@ from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
 from agents.errors import AgentFailure
 from agents.services import RunOwnershipLostError, RunSpec
-from chat import metrics
+from chat import housekeeping, metrics
 from chat.broadcaster import Broadcaster, EventLogError
 from chat.connections import WORKER_ID
 from chat.errors import report_exception
@@ -297,7 +297,12 @@ class AgentService:
     # --- background: heartbeat, remote cancel, reaper ------------------------------------------
 
     def ensure_background(self) -> None:
-        """Starts this process's heartbeat and reaper loop on the running event loop."""
+        """Starts every background loop of this process on the running event loop, unless
+        BACKGROUND_TASKS is off: the run heartbeat and reaper, and housekeeping (process
+        heartbeat, held-back state log rows, connection reaper). Loops start here only."""
+        if not settings.BACKGROUND_TASKS:
+            return
+        housekeeping.ensure_started()
         loop = asyncio.get_running_loop()
         if self._background is None or self._background.done() or self._background_loop is not loop:
             self._background_loop = loop
@@ -308,11 +313,12 @@ class AgentService:
             )
 
     async def stop_background(self) -> None:
-        """Stops the background loop (tests, shutdown)."""
+        """Stops the background loops (tests, shutdown)."""
         task, self._background = self._background, None
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await housekeeping.stop()
 
     async def _background_loop_body(self) -> None:
         next_reap = time.monotonic() + settings.RUN_REAPER_INTERVAL
