@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from chat.auth import token_revoke
 from chat.models import ApiToken, Connection, ConnectionStateLog, Event, Message, Thread
+from chat.services import token_revoke
 
 
 class AppendOnlyAdmin(admin.ModelAdmin):
