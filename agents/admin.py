@@ -1,16 +1,18 @@
 """Admin: runs with their event timeline."""
 
 from django.contrib import admin
-from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from agents.models import AgentRun
+from chat.admin import AppendOnlyAdmin
 from chat.models import Event
 
 
 @admin.register(AgentRun)
-class AgentRunAdmin(admin.ModelAdmin):
+class AgentRunAdmin(AppendOnlyAdmin):
+    """Runs, started from user messages and closed by the runtime only."""
+
     list_display = (
         "id",
         "thread",
@@ -42,10 +44,6 @@ class AgentRunAdmin(admin.ModelAdmin):
         "error_message",
         "timeline",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        """Runs start from user messages only."""
-        return False
 
     @admin.display(description="event timeline")
     def timeline(self, obj: AgentRun) -> SafeString:

@@ -20,7 +20,7 @@ from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
 from agents.errors import AgentFailure
 from agents.services import RunOwnershipLostError, RunSpec
-from chat import metrics
+from chat import housekeeping, metrics
 from chat.broadcaster import Broadcaster, EventLogError
 from chat.connections import WORKER_ID
 from chat.errors import report_exception
@@ -78,7 +78,7 @@ async def close_out(
             if not emitter.is_started:
                 await emitter.started(
                     in_transaction=functools.partial(
-                        services.mark_running, run_id=spec.run_id, worker_id=worker_id
+                        services.run_mark_running, run_id=spec.run_id, worker_id=worker_id
                     )
                 )
             for call_id, tool in list(emitter.open_calls.items()):
@@ -97,7 +97,7 @@ async def close_out(
             await emitter.completed(
                 final,
                 in_transaction=functools.partial(
-                    services.mark_finished,
+                    services.run_mark_finished,
                     spec=spec,
                     worker_id=worker_id,
                     status=final,
@@ -182,7 +182,7 @@ class AgentService:
 
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
         """Stops a run: here at once, on another worker at its next heartbeat."""
-        await database_sync_to_async(services.request_cancel)(run_id=run_id, user=user)
+        await database_sync_to_async(services.run_request_cancel)(run_id=run_id, user=user)
         handle = self.runs.get(run_id)
         if handle is not None:
             handle.request_cancel()
@@ -233,13 +233,13 @@ class AgentService:
         try:
             await emitter.started(
                 in_transaction=functools.partial(
-                    services.mark_running, run_id=spec.run_id, worker_id=self.worker_id
+                    services.run_mark_running, run_id=spec.run_id, worker_id=self.worker_id
                 )
             )
             handle.started = True
             if handle.cancel_requested:
                 raise asyncio.CancelledError
-            history = await database_sync_to_async(services.run_history)(spec=spec)
+            history = await database_sync_to_async(selectors.run_history)(spec=spec)
             await self.agent.run(
                 RunInput(text=spec.text, history=history), emitter, self.dispatcher
             )
@@ -297,7 +297,12 @@ class AgentService:
     # --- background: heartbeat, remote cancel, reaper ------------------------------------------
 
     def ensure_background(self) -> None:
-        """Starts this process's heartbeat and reaper loop on the running event loop."""
+        """Starts every background loop of this process on the running event loop, unless
+        BACKGROUND_TASKS is off: the run heartbeat and reaper, and housekeeping (process
+        heartbeat, held-back state log rows, connection reaper). Loops start here only."""
+        if not settings.BACKGROUND_TASKS:
+            return
+        housekeeping.ensure_started()
         loop = asyncio.get_running_loop()
         if self._background is None or self._background.done() or self._background_loop is not loop:
             self._background_loop = loop
@@ -308,11 +313,12 @@ class AgentService:
             )
 
     async def stop_background(self) -> None:
-        """Stops the background loop (tests, shutdown)."""
+        """Stops the background loops (tests, shutdown)."""
         task, self._background = self._background, None
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await housekeeping.stop()
 
     async def _background_loop_body(self) -> None:
         next_reap = time.monotonic() + settings.RUN_REAPER_INTERVAL
@@ -337,7 +343,7 @@ class AgentService:
         metrics.UNPAIRED_TOOL_CALLS.set(self.dispatcher.unpaired_now())
         if not self.runs:
             return
-        cancel, lost = await database_sync_to_async(services.heartbeat)(
+        cancel, lost = await database_sync_to_async(services.run_heartbeat)(
             run_ids=list(self.runs), worker_id=self.worker_id
         )
         for run_id in cancel:
@@ -353,8 +359,8 @@ async def reap_stale_runs(broadcaster: Broadcaster, *, worker_id: str, stale_aft
     """Closes every run whose heartbeat is older than `stale_after` with agent_error
     {code: worker_lost} and agent_completed{failed}; returns how many it closed."""
     closed = 0
-    for run in await database_sync_to_async(services.stale_runs)(stale_after=stale_after):
-        adopted = await database_sync_to_async(services.adopt_run)(
+    for run in await database_sync_to_async(selectors.stale_runs)(stale_after=stale_after):
+        adopted = await database_sync_to_async(services.run_adopt)(
             run_id=run.id, stale_after=stale_after, worker_id=worker_id
         )
         if not adopted:

@@ -1,11 +1,21 @@
 """Reads of the agent runtime (sync)."""
 
-from typing import Any
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
 
 from agents.emitter import RunEmitter
-from agents.errors import AgentFailure
-from agents.services import RunSpec
-from chat.models import Event
+from agents.errors import AgentFailure, run_not_found
+from agents.models import ACTIVE_STATUSES, AgentRun
+from chat.models import Event, Message, Thread
+from chat.ports import SubmitResult
+
+if TYPE_CHECKING:  # services import these reads; the run's spec is only a type here
+    from agents.services import RunSpec
 
 
 def emitter_from_log(*, broadcaster: Any, spec: RunSpec) -> RunEmitter:
@@ -40,3 +50,47 @@ def emitter_from_log(*, broadcaster: Any, spec: RunSpec) -> RunEmitter:
         elif type_ == "agent_completed":
             emitter.is_completed = True
     return emitter
+
+
+# --- runs: submits, history, ownership, staleness -------------------------------------------
+
+HISTORY_LIMIT = 20
+
+
+def submit_of(*, thread: Thread, client_msg_id: str) -> SubmitResult | None:
+    """Returns the earlier submit of this client_msg_id on the thread (a retry), or None."""
+    message = Message.objects.filter(thread=thread, client_msg_id=client_msg_id).first()
+    if message is None:
+        return None
+    run_id = AgentRun.objects.filter(message=message).values_list("id", flat=True).first()
+    assert run_id is not None, "a user message with a client_msg_id always has its run"
+    return SubmitResult(message_id=message.id, run_id=run_id, duplicate=True)
+
+
+def run_history(*, spec: RunSpec) -> list[dict[str, str]]:
+    """Returns the thread's messages before this run's, oldest first (bounded)."""
+    rows = (
+        Message.objects.filter(thread_id=spec.thread_id)
+        .exclude(pk=spec.message_id)
+        .order_by("-created_at")
+        .values_list("role", "text")[:HISTORY_LIMIT]
+    )
+    return [{"role": role, "text": text} for role, text in reversed(rows)]
+
+
+def run_for_user(*, run_id: uuid.UUID, user: Any) -> AgentRun:
+    """Returns the user's run, or raises the 404 that hides other users' runs."""
+    run = AgentRun.objects.filter(pk=run_id, user=user).first()
+    if run is None:
+        raise run_not_found()
+    return run
+
+
+def stale_runs(*, stale_after: float) -> list[AgentRun]:
+    """Returns active runs whose heartbeat is older than `stale_after` seconds."""
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    return list(
+        AgentRun.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=cutoff).select_related(
+            "message"
+        )
+    )

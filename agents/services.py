@@ -1,4 +1,5 @@
-"""Writes of the agent runtime (sync; called through database_sync_to_async)."""
+"""Writes of the agent runtime, each named run_<action> (sync; called through
+database_sync_to_async). Reads are in agents/selectors.py."""
 
 import uuid
 from dataclasses import dataclass
@@ -9,7 +10,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.errors import run_in_progress, run_not_active, run_not_found
+from agents import selectors
+from agents.errors import run_in_progress, run_not_active
 from agents.models import ACTIVE_STATUSES, AgentRun, RunStatus
 from chat import metrics
 from chat.errors import rate_limited, thread_not_found
@@ -17,7 +19,6 @@ from chat.models import Message, Thread
 from chat.ports import SubmitResult
 from chat.selectors import messages_in_window
 
-HISTORY_LIMIT = 20
 RATE_WINDOW = 60.0
 
 
@@ -36,15 +37,6 @@ class RunSpec:
 
 class RunOwnershipLostError(RuntimeError):
     """The run was closed by someone else (the reaper) while this worker still held it."""
-
-
-def _existing(thread: Thread, client_msg_id: str) -> SubmitResult | None:
-    message = Message.objects.filter(thread=thread, client_msg_id=client_msg_id).first()
-    if message is None:
-        return None
-    run_id = AgentRun.objects.filter(message=message).values_list("id", flat=True).first()
-    assert run_id is not None, "a user message with a client_msg_id always has its run"
-    return SubmitResult(message_id=message.id, run_id=run_id, duplicate=True)
 
 
 def _check_message_rate(user: Any) -> None:
@@ -78,7 +70,7 @@ def run_create(
     thread = Thread.objects.filter(pk=thread_id, owner=user, is_probe=probe).first()
     if thread is None:
         raise thread_not_found()
-    found = _existing(thread, client_msg_id)
+    found = selectors.submit_of(thread=thread, client_msg_id=client_msg_id)
     if found is not None:
         return found, None
     _check_message_rate(user)
@@ -94,7 +86,7 @@ def run_create(
             )
             Message.objects.filter(pk=message.pk).update(run_id=run.id)
     except IntegrityError as exc:
-        found = _existing(thread, client_msg_id)
+        found = selectors.submit_of(thread=thread, client_msg_id=client_msg_id)
         if found is not None:
             return found, None
         raise run_in_progress() from exc
@@ -110,18 +102,7 @@ def run_create(
     return SubmitResult(message_id=message.id, run_id=run.id, duplicate=False), spec
 
 
-def run_history(*, spec: RunSpec) -> list[dict[str, str]]:
-    """Returns the thread's messages before this run's, oldest first (bounded)."""
-    rows = (
-        Message.objects.filter(thread_id=spec.thread_id)
-        .exclude(pk=spec.message_id)
-        .order_by("-created_at")
-        .values_list("role", "text")[:HISTORY_LIMIT]
-    )
-    return [{"role": role, "text": text} for role, text in reversed(rows)]
-
-
-def mark_running(*, run_id: uuid.UUID, worker_id: str) -> None:
+def run_mark_running(*, run_id: uuid.UUID, worker_id: str) -> None:
     """Marks a run running (inside agent_started's transaction)."""
     now = timezone.now()
     updated = AgentRun.objects.filter(
@@ -131,7 +112,7 @@ def mark_running(*, run_id: uuid.UUID, worker_id: str) -> None:
         raise RunOwnershipLostError(f"run {run_id} is no longer held by {worker_id}")
 
 
-def mark_finished(
+def run_mark_finished(
     *,
     spec: RunSpec,
     worker_id: str,
@@ -161,7 +142,9 @@ def mark_finished(
         )
 
 
-def heartbeat(*, run_ids: list[uuid.UUID], worker_id: str) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+def run_heartbeat(
+    *, run_ids: list[uuid.UUID], worker_id: str
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """Refreshes the heartbeat of this worker's runs; returns (cancel requested, lost)."""
     if not run_ids:
         return set(), set()
@@ -176,17 +159,9 @@ def heartbeat(*, run_ids: list[uuid.UUID], worker_id: str) -> tuple[set[uuid.UUI
     return cancel, set(run_ids) - held
 
 
-def run_for_user(*, run_id: uuid.UUID, user: Any) -> AgentRun:
-    """Returns the user's run, or raises the 404 that hides other users' runs."""
-    run = AgentRun.objects.filter(pk=run_id, user=user).first()
-    if run is None:
-        raise run_not_found()
-    return run
-
-
-def request_cancel(*, run_id: uuid.UUID, user: Any) -> AgentRun:
+def run_request_cancel(*, run_id: uuid.UUID, user: Any) -> AgentRun:
     """Flags an active run of the user's for cancellation; raises run_not_active."""
-    run = run_for_user(run_id=run_id, user=user)
+    run = selectors.run_for_user(run_id=run_id, user=user)
     updated = AgentRun.objects.filter(pk=run.pk, status__in=ACTIVE_STATUSES).update(
         cancel_requested=True
     )
@@ -196,17 +171,7 @@ def request_cancel(*, run_id: uuid.UUID, user: Any) -> AgentRun:
     return run
 
 
-def stale_runs(*, stale_after: float) -> list[AgentRun]:
-    """Returns active runs whose heartbeat is older than `stale_after` seconds."""
-    cutoff = timezone.now() - timedelta(seconds=stale_after)
-    return list(
-        AgentRun.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=cutoff).select_related(
-            "message"
-        )
-    )
-
-
-def adopt_run(*, run_id: uuid.UUID, stale_after: float, worker_id: str) -> bool:
+def run_adopt(*, run_id: uuid.UUID, stale_after: float, worker_id: str) -> bool:
     """Takes a stale run over for closing; False if it came back to life or was closed."""
     cutoff = timezone.now() - timedelta(seconds=stale_after)
     return (

@@ -148,7 +148,7 @@ def setup_netra(env: dict[str, str], *, threads: int) -> dict[str, Any]:
     script = (
         "import json\n"
         "from django.contrib.auth import get_user_model\n"
-        "from chat.auth import token_create\n"
+        "from chat.services import token_create\n"
         "from chat.models import Thread\n"
         "user = get_user_model().objects.create_user(username='bench', password='pw-Bench-1')\n"
         f"made = Thread.objects.bulk_create(Thread(owner=user) for _ in range({threads}))\n"

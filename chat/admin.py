@@ -4,8 +4,27 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from chat.auth import token_revoke
 from chat.models import ApiToken, Connection, ConnectionStateLog, Event, Message, Thread
+from chat.services import token_revoke
+
+
+class AppendOnlyAdmin(admin.ModelAdmin):
+    """Shows records that are written by the application only and never rewritten: no add,
+    change or delete, hence no bulk delete action either (a deleted event would leave a
+    permanent seq gap; a deleted run or state log row would rewrite history)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """Rows are written by the application only."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """Rows are never rewritten."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """Rows are never deleted here; nor, hence, is a thread that has some (its owner
+        deletes it, with everything it holds)."""
+        return False
 
 
 class MessageInline(admin.TabularInline):
@@ -39,20 +58,14 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(AppendOnlyAdmin):
+    """The event log, written by the broadcaster only."""
+
     list_display = ("thread", "seq", "type", "run_id", "created_at")
     list_filter = ("type",)
     search_fields = ("=thread__id", "=run_id")
     ordering = ("-created_at",)
     readonly_fields = ("thread", "seq", "run_id", "type", "data", "created_at")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        """The log is written by the broadcaster only."""
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        """The log is append-only."""
-        return False
 
 
 class ConnectionStateLogInline(admin.TabularInline):
@@ -67,9 +80,19 @@ class ConnectionStateLogInline(admin.TabularInline):
         """State rows come from the state machine only."""
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """State rows are never rewritten."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """State rows are never deleted."""
+        return False
+
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(AppendOnlyAdmin):
+    """Connections, recorded by the consumer, with their state log."""
+
     list_display = (
         "id",
         "user",
@@ -99,10 +122,6 @@ class ConnectionAdmin(admin.ModelAdmin):
         "worker_id",
     )
     inlines = [ConnectionStateLogInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        """Connections are recorded by the consumer only."""
-        return False
 
 
 @admin.register(ApiToken)

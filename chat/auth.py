@@ -1,19 +1,16 @@
-"""Who is asking: API tokens (stored hashed) and Django sessions, for sockets and the API."""
+"""Who is asking: API tokens (stored hashed) and Django sessions, for sockets and the API.
+
+Tokens are created and revoked by chat/services.py."""
 
 import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils import timezone
 
-from chat import metrics
-from chat.broadcaster import token_group
-from chat.errors import forbidden, report_exception, unauthenticated
+from chat.errors import forbidden, unauthenticated
 from chat.models import ApiToken
 
 TOKEN_PREFIX = "nt_"  # noqa: S105 - a visible marker, not a secret
@@ -30,29 +27,6 @@ class Principal:
 def hash_token(raw: str) -> str:
     """Returns the SHA-256 hex digest under which a token is stored."""
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
-def token_create(*, user: Any, name: str = "") -> tuple[ApiToken, str]:
-    """Creates a token for `user`; returns the row and the raw token, which is never stored."""
-    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, name=name, prefix=raw[:10], digest=hash_token(raw))
-    return token, raw
-
-
-def token_revoke(*, token: ApiToken) -> None:
-    """Marks a token revoked and closes the sockets it opened, on every worker, with 4401."""
-    if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
-    try:
-        async_to_sync(get_channel_layer().group_send)(
-            token_group(token.pk), {"type": "token.revoked"}
-        )
-    except Exception as exc:  # noqa: BLE001 - the token is revoked; open sockets expire
-        metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_send").inc()
-        report_exception(
-            exc, "could not close the sockets of a revoked token", token_prefix=token.prefix
-        )
 
 
 def parse_bearer(value: str) -> str:

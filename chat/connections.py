@@ -11,11 +11,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, transaction
+from django.contrib.auth import get_user_model
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from chat import metrics
-from chat.models import Connection, ConnectionStateLog, ServerProcess
+from chat.models import ApiToken, Connection, ConnectionStateLog, ServerProcess, Thread
 from chat.models import ConnectionState as S
 
 logger = logging.getLogger("netra.connections")
@@ -100,10 +101,34 @@ class ConnectionTracker:
         return bool(self._pending)
 
     def flush(self) -> None:
-        """Writes the connection row and every pending transition (sync; database)."""
+        """Writes the connection row and every pending transition (sync; database).
+
+        A reference that vanished meanwhile (its thread, user or token was deleted, or the
+        connection row itself) is dropped, logged, and the rows are written without it.
+        """
         pending, self._pending = self._pending, []
         if not pending and self._saved:
             return
+        try:
+            try:
+                self._write(pending)
+            except IntegrityError:
+                vanished = self._drop_vanished_references()
+                if not vanished:
+                    raise
+                logger.warning(
+                    "connection %s: its %s no longer exists; writing its state log without it",
+                    self.id,
+                    " and ".join(vanished),
+                    extra={"connection_id": self.id, "to_state": self.state},
+                )
+                self._write(pending)
+        except BaseException:
+            self._pending = pending + self._pending
+            raise
+        self._saved = True
+
+    def _write(self, pending: list[_Pending]) -> None:
         fields = {
             "user_id": self.user_id,
             "thread_id": self.thread_id,
@@ -114,34 +139,47 @@ class ConnectionTracker:
         }
         if self.state == S.CLOSED:
             fields["closed_at"] = pending[-1].at if pending else timezone.now()
-        try:
-            with transaction.atomic():
-                if self._saved:
-                    Connection.objects.filter(pk=self.id).update(**fields)
-                else:
-                    Connection.objects.create(
-                        id=self.id,
-                        requested_thread=self.requested_thread[:64],
-                        client_addr=self.client_addr[:64],
-                        user_agent=self.user_agent[:300],
-                        worker_id=WORKER_ID,
-                        opened_at=self.opened_at,
-                        **fields,
-                    )
-                ConnectionStateLog.objects.bulk_create(
-                    ConnectionStateLog(
-                        connection_id=self.id,
-                        from_state=p.from_state,
-                        to_state=p.to_state,
-                        reason=p.reason,
-                        created_at=p.at,
-                    )
-                    for p in pending
+        with transaction.atomic():
+            if self._saved:
+                Connection.objects.filter(pk=self.id).update(**fields)
+            else:
+                Connection.objects.create(
+                    id=self.id,
+                    requested_thread=self.requested_thread[:64],
+                    client_addr=self.client_addr[:64],
+                    user_agent=self.user_agent[:300],
+                    worker_id=WORKER_ID,
+                    opened_at=self.opened_at,
+                    **fields,
                 )
-        except BaseException:
-            self._pending = pending + self._pending
-            raise
-        self._saved = True
+            ConnectionStateLog.objects.bulk_create(
+                ConnectionStateLog(
+                    connection_id=self.id,
+                    from_state=p.from_state,
+                    to_state=p.to_state,
+                    reason=p.reason,
+                    created_at=p.at,
+                )
+                for p in pending
+            )
+
+    def _drop_vanished_references(self) -> list[str]:
+        """Forgets the rows this connection refers to that were deleted; returns their names."""
+        vanished = []
+        if self.thread_id is not None and not Thread.objects.filter(pk=self.thread_id).exists():
+            self.thread_id = None
+            vanished.append("thread")
+        user_model = get_user_model()
+        if self.user_id is not None and not user_model.objects.filter(pk=self.user_id).exists():
+            self.user_id = None
+            vanished.append("user")
+        if self.token_id is not None and not ApiToken.objects.filter(pk=self.token_id).exists():
+            self.token_id = None
+            vanished.append("token")
+        if self._saved and not Connection.objects.filter(pk=self.id).exists():
+            self._saved = False  # written again from what the tracker still holds
+            vanished.append("connection row")
+        return vanished
 
 
 # Trackers whose state log could not be written (the database was down): housekeeping
@@ -155,19 +193,38 @@ def remember_unflushed(tracker: ConnectionTracker) -> None:
 
 
 def flush_unflushed() -> int:
-    """Writes the rows of every remembered tracker it can; returns how many it wrote (sync)."""
+    """Writes the rows of every remembered tracker it can; returns how many it wrote (sync).
+
+    A tracker that fails is kept for the next sweep and does not hold back the others;
+    one whose rows the database rejects for good (an integrity error that dropping the
+    vanished references did not cure) is dropped with an error, since no retry can help.
+    """
     written = 0
     for connection_id, tracker in list(_unflushed.items()):
         try:
             tracker.flush()
+        except IntegrityError as exc:
+            logger.error(  # noqa: TRY400 - the reason is the constraint, not a traceback
+                "dropping the unwritable state log of connection %s: %s",
+                connection_id,
+                exc,
+                extra={"connection_id": connection_id, "to_state": tracker.state},
+            )
+            del _unflushed[connection_id]
+            continue
         except DatabaseError as exc:
             logger.warning(
                 "state log still unwritable: %s", exc, extra={"connection_id": connection_id}
             )
-            break
+            continue
         del _unflushed[connection_id]
         written += 1
     return written
+
+
+def unflushed_count() -> int:
+    """How many trackers still wait for their rows to be written."""
+    return len(_unflushed)
 
 
 def process_heartbeat() -> None:

@@ -3,12 +3,18 @@
 import asyncio
 import contextvars
 import logging
+from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat.connections import flush_unflushed, process_heartbeat, reap_connections
+from chat.connections import (
+    flush_unflushed,
+    process_heartbeat,
+    reap_connections,
+    unflushed_count,
+)
 from chat.errors import report_exception
 
 logger = logging.getLogger("netra.housekeeping")
@@ -35,17 +41,29 @@ async def stop() -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def sweep() -> int:
+@dataclass(frozen=True)
+class SweepReport:
+    """What one housekeeping sweep did."""
+
+    written: int  # connections whose held-back state log rows it wrote
+    unwritten: int  # connections whose rows it still could not write (kept for the next)
+    closed: int  # dead or stuck connections it closed out
+
+
+async def sweep() -> SweepReport:
     """Beats this process's heartbeat, writes state log rows an outage held back, then
     closes out dead and stuck connections."""
     await database_sync_to_async(process_heartbeat)()
-    await database_sync_to_async(flush_unflushed)()
+    written: int = await database_sync_to_async(flush_unflushed)()
+    unwritten = unflushed_count()
+    if unwritten:
+        logger.warning("could not write the state log of %d connection(s) yet", unwritten)
     closed: int = await database_sync_to_async(reap_connections)(
         process_stale_after=settings.PROCESS_STALE_AFTER, stuck_after=settings.WS_STUCK_AFTER
     )
     if closed:
         logger.warning("closed out %d dead or stuck connection(s)", closed)
-    return closed
+    return SweepReport(written=written, unwritten=unwritten, closed=closed)
 
 
 async def _run() -> None:

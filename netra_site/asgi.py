@@ -27,22 +27,21 @@ if _problems:
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from chat import housekeeping  # noqa: E402
 from chat.ports import agent_service  # noqa: E402
 from chat.routing import websocket_application  # noqa: E402
 
 
 class StartBackgroundTasks:
-    """Starts the process's housekeeping and agent background loops on the server's event
-    loop with its first request (daphne has no lifespan events to start them earlier)."""
+    """Starts the process's background loops (unless BACKGROUND_TASKS is off) on the
+    server's event loop with its first request (daphne has no lifespan events to start
+    them earlier)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         """Ensures the loops run, then hands the connection on."""
-        if settings.BACKGROUND_TASKS and scope["type"] in ("http", "websocket"):
-            housekeeping.ensure_started()
+        if scope["type"] in ("http", "websocket"):
             service = agent_service()
             if service is not None:
                 service.ensure_background()

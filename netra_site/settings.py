@@ -159,7 +159,8 @@ WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
 WS_STUCK_AFTER = env.float("WS_STUCK_AFTER", default=60.0)
 # Each socket re-joins its channel-layer groups this often (a restarted Redis forgot them).
 WS_GROUP_REFRESH_INTERVAL = env.float("WS_GROUP_REFRESH_INTERVAL", default=15.0)
-# Housekeeping and the run reaper start with the first request of each server process.
+# Every background loop (run heartbeat and reaper, housekeeping) starts with the first
+# request of each server process; off, none starts anywhere (README, settings table).
 BACKGROUND_TASKS = env.bool("BACKGROUND_TASKS", default=True)
 PROCESS_HEARTBEAT_INTERVAL = env.float("PROCESS_HEARTBEAT_INTERVAL", default=5.0)
 PROCESS_STALE_AFTER = env.float("PROCESS_STALE_AFTER", default=30.0)

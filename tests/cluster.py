@@ -350,7 +350,7 @@ class Cluster:
         """Creates `count` users in one process; returns an API token of each."""
         script = (
             "from django.contrib.auth import get_user_model\n"
-            "from chat.auth import token_create\n"
+            "from chat.services import token_create\n"
             f"for i in range({count}):\n"
             f"    user = get_user_model().objects.create_user(username=f'{prefix}{{i}}')\n"
             "    print(token_create(user=user, name='cluster')[1])\n"

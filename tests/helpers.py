@@ -12,9 +12,8 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from chat.auth import token_create
 from chat.models import Thread
-from chat.services import thread_create
+from chat.services import thread_create, token_create
 
 ORIGIN = "http://127.0.0.1:8000"
 

@@ -181,7 +181,7 @@ class Server:
         script = (
             "import json, sys\n"
             "from django.contrib.auth import get_user_model\n"
-            "from chat.auth import token_create\n"
+            "from chat.services import token_create\n"
             "names, password = json.loads(sys.stdin.read())\n"
             "tokens = []\n"
             "for name in names:\n"

@@ -164,6 +164,7 @@ async def test_reaper_closes_a_run_whose_worker_died(thread: Any, token: str, se
 async def test_a_live_run_is_not_reaped(
     thread: Any, token: str, service: Any, settings: Any
 ) -> None:
+    settings.BACKGROUND_TASKS = True  # the run heartbeat is one of the background loops
     settings.RUN_HEARTBEAT_INTERVAL = 0.05
     comm, _ = await helpers.open_socket(thread.id, token=token)
     await helpers.send(comm, helpers.message("wait 0.5 seconds"))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 
-from chat import auth
+from chat import auth, services
 from chat.models import Connection, ConnectionStateLog
 from tests import helpers
 
@@ -113,8 +113,8 @@ async def test_bad_token_wins_over_valid_cookie(user: Any, thread: Any) -> None:
 
 async def test_revoked_token_closes_4401(user: Any, thread: Any) -> None:
     def revoked() -> str:
-        token, raw = auth.token_create(user=user)
-        auth.token_revoke(token=token)
+        token, raw = services.token_create(user=user)
+        services.token_revoke(token=token)
         return raw
 
     raw = await database_sync_to_async(revoked)()

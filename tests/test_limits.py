@@ -7,7 +7,7 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from prometheus_client import REGISTRY
 
-from chat import auth
+from chat import auth, services
 from chat.models import ApiToken
 from tests import helpers
 
@@ -72,14 +72,14 @@ async def test_revoking_a_token_closes_its_sockets_with_4401(
     thread: Any, user: Any, service: Any
 ) -> None:
     def two_tokens() -> tuple[ApiToken, str, str]:
-        doomed, doomed_raw = auth.token_create(user=user)
-        _, kept_raw = auth.token_create(user=user)
+        doomed, doomed_raw = services.token_create(user=user)
+        _, kept_raw = services.token_create(user=user)
         return doomed, doomed_raw, kept_raw
 
     doomed, doomed_raw, kept_raw = await database_sync_to_async(two_tokens)()
     victim, _ = await helpers.open_socket(thread.id, token=doomed_raw)
     bystander, _ = await helpers.open_socket(thread.id, token=kept_raw)
-    await database_sync_to_async(auth.token_revoke)(token=doomed)
+    await database_sync_to_async(services.token_revoke)(token=doomed)
     frame = await victim.receive_json_from(timeout=5)
     assert (frame["code"], frame["close_code"]) == ("unauthenticated", 4401)
     assert "revoked" in frame["message"]
@@ -95,7 +95,7 @@ async def test_revoking_a_token_closes_its_sockets_with_4401(
 
 
 async def test_tokens_are_stored_only_hashed(user: Any) -> None:
-    _, raw = await database_sync_to_async(auth.token_create)(user=user)
+    _, raw = await database_sync_to_async(services.token_create)(user=user)
     stored = await database_sync_to_async(
         lambda: list(ApiToken.objects.values_list("digest", "prefix", "name"))
     )()

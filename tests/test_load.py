@@ -53,7 +53,7 @@ def make_population(cluster: Cluster) -> list[tuple[str, list[str]]]:
     """Creates the users, a token and the threads of each, in one process."""
     script = (
         "from django.contrib.auth import get_user_model\n"
-        "from chat.auth import token_create\n"
+        "from chat.services import token_create\n"
         "from chat.services import thread_create\n"
         f"for i in range({USERS}):\n"
         "    user = get_user_model().objects.create_user(username=f'load{i}')\n"
