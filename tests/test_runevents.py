@@ -1,8 +1,10 @@
 """The run-event vocabulary and the fold over a run, and the readers built on it."""
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -341,3 +343,37 @@ def test_ops_page_and_the_reaper_read_a_run_through_the_fold() -> None:
     assert emitter.error is not None
     assert (emitter.error.code, emitter.error.retryable) == ("boom", True)
     assert uuid.UUID(str(emitter.run_id)) == run.id
+
+
+# --- the client's mirror --------------------------------------------------------------------
+
+PROTOCOL_JS = Path(__file__).resolve().parent.parent / "chat" / "static" / "chat" / "protocol.js"
+
+
+def js_table(name: str) -> dict[str, str]:
+    """The `NAME: value` pairs of one `export const <name> = Object.freeze({...})`."""
+    source = PROTOCOL_JS.read_text()
+    body = re.search(rf"export const {name} = Object\.freeze\(\{{(.*?)\}}\);", source, re.S)
+    assert body is not None, name
+    return dict(re.findall(r"(\w+): \"?([\w.]+)\"?,", body.group(1)))
+
+
+def test_the_client_names_the_same_event_types_and_close_codes() -> None:
+    assert js_table("EventType") == {t.name: t.value for t in EventType}
+    assert js_table("CloseCode") == {
+        "NORMAL": "1000",
+        "ABNORMAL": "1006",
+        "PROTOCOL_ERROR": "4400",
+        "UNAUTHENTICATED": "4401",
+        "FORBIDDEN": "4403",
+        "THREAD_NOT_FOUND": "4404",
+        "AUTH_TIMEOUT": "4408",
+        "RATE_LIMITED": "4429",
+        "INTERNAL_ERROR": "4500",
+        "UNAVAILABLE": "4503",
+    }
+    for module in ("chat.js", "socket.js", "runs.js"):
+        source = (PROTOCOL_JS.parent / module).read_text()
+        named = [t.value for t in EventType if f'"{t.value}"' in source]
+        codes = re.findall(r"\b4[45]\d\d\b", source)
+        assert (named, codes) == ([], []), f"{module} names the protocol outside protocol.js"
