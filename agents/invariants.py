@@ -1,6 +1,6 @@
 """The run invariants of docs/protocol.md, checked over a run's events.
 
-Used by the tests and by the event-flow health check; returns violations, empty when whole.
+Used by the test suites over every run they make; returns violations, empty when whole.
 The pairing rules (tool calls, approvals, thinking first, the answer text) come from the
 fold over the run, `chat.runevents.fold_run`; the rules about the run's shape are here.
 """
