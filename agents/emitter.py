@@ -1,6 +1,6 @@
 """The emitter of one run: every event of a run goes through it, and it keeps the invariants.
 
-Invariants kept here (DESIGN section 4): agent_started first and agent_completed last,
+Invariants kept here (docs/protocol.md): agent_started first and agent_completed last,
 each once; an agent_thinking before the first tool call or answer text; every
 tool_executing paired (the dispatcher closes calls from a `finally`); the concatenated
 partial_result texts equal agent_completed.data.text.
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.errors import AgentFailure
+from chat.runevents import EventType
 
 InTransaction = Callable[[], None]
 
@@ -42,7 +43,7 @@ class RunEmitter:
 
     async def _emit(
         self,
-        type: str,
+        type: EventType,
         data: dict[str, Any],
         in_transaction: InTransaction | None = None,
         *,
@@ -56,13 +57,13 @@ class RunEmitter:
         """
         if self.is_completed:
             raise EmitterStateError(f"{type} after agent_completed in run {self.run_id}")
-        if not self.is_started and type != "agent_started":
+        if not self.is_started and type != EventType.AGENT_STARTED:
             raise EmitterStateError(f"{type} before agent_started in run {self.run_id}")
         write = asyncio.ensure_future(
             self.broadcaster.emit(
                 thread_id=self.thread_id,
                 run_id=self.run_id,
-                type=type,
+                type=type.value,
                 data=data,
                 in_transaction=in_transaction,
             )
@@ -82,7 +83,7 @@ class RunEmitter:
         if self.is_started:
             raise EmitterStateError(f"agent_started twice in run {self.run_id}")
         await self._emit(
-            "agent_started",
+            EventType.AGENT_STARTED,
             {"agent": self.agent, "message_id": str(self.message_id)},
             in_transaction,
             logged=lambda: setattr(self, "is_started", True),
@@ -92,7 +93,7 @@ class RunEmitter:
         """Emits agent_thinking with the next step number."""
         step = self.step + 1
         await self._emit(
-            "agent_thinking",
+            EventType.AGENT_THINKING,
             {"text": text, "step": step},
             logged=lambda: setattr(self, "step", step),
         )
@@ -105,7 +106,7 @@ class RunEmitter:
         """Emits tool_executing; the call stays open until tool_completed."""
         await self._ensure_thought()
         await self._emit(
-            "tool_executing",
+            EventType.TOOL_EXECUTING,
             {"tool_call_id": tool_call_id, "tool": tool, "args": args},
             logged=lambda: self.open_calls.__setitem__(tool_call_id, tool),
         )
@@ -134,7 +135,7 @@ class RunEmitter:
         else:
             data["error"] = error
         await self._emit(
-            "tool_completed", data, logged=lambda: self.open_calls.pop(tool_call_id, None)
+            EventType.TOOL_COMPLETED, data, logged=lambda: self.open_calls.pop(tool_call_id, None)
         )
 
     async def partial(self, text: str) -> None:
@@ -143,7 +144,7 @@ class RunEmitter:
             return
         await self._ensure_thought()
         await self._emit(
-            "partial_result",
+            EventType.PARTIAL_RESULT,
             {"message_id": str(self.assistant_message_id), "text": text},
             logged=lambda: self.text_parts.append(text),
         )
@@ -151,7 +152,7 @@ class RunEmitter:
     async def failed(self, failure: AgentFailure) -> None:
         """Emits agent_error; agent_completed{failed} follows from `completed`."""
         await self._emit(
-            "agent_error",
+            EventType.AGENT_ERROR,
             {"code": failure.code, "message": failure.message, "retryable": failure.retryable},
             logged=lambda: setattr(self, "error", failure),
         )
@@ -172,7 +173,7 @@ class RunEmitter:
             raise EmitterStateError(f"agent_completed with open tool calls {self.open_calls}")
         text = self.text
         await self._emit(
-            "agent_completed",
+            EventType.AGENT_COMPLETED,
             {
                 "status": status,
                 "message_id": str(self.assistant_message_id) if text else None,

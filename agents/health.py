@@ -17,16 +17,18 @@ from chat import metrics
 from chat.broadcaster import thread_group
 from chat.models import Thread
 from chat.ports import AgentServicePort
+from chat.runevents import EventType
 
 logger = logging.getLogger("netra.health")
 
+# The events the probe run must deliver, in this order (others may come in between).
 EXPECTED = (
-    "agent_started",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "partial_result",
-    "agent_completed",
+    EventType.AGENT_STARTED,
+    EventType.AGENT_THINKING,
+    EventType.TOOL_EXECUTING,
+    EventType.TOOL_COMPLETED,
+    EventType.PARTIAL_RESULT,
+    EventType.AGENT_COMPLETED,
 )
 PROBE_USER = "netra:probe"  # a name sign-up cannot take (":" is not allowed in usernames)
 PROBE_TEXT = "what is 6*7"
@@ -95,7 +97,7 @@ async def check_event_flow(service: AgentServicePort, *, timeout: float = 5.0) -
             logger.warning("event-flow check could not run: %s", exc, exc_info=exc)
             return FlowResult(
                 ok=False,
-                missing="agent_started",
+                missing=EventType.AGENT_STARTED,
                 detail=f"the probe run could not start: {type(exc).__name__}: {exc}",
             )
 
@@ -137,7 +139,7 @@ async def _check(service: AgentServicePort, timeout: float) -> FlowResult:
             result.timings_ms.setdefault(
                 event["type"], round((time.monotonic() - started) * 1000, 1)
             )
-            if event["type"] == "agent_completed":
+            if event["type"] == EventType.AGENT_COMPLETED:
                 final = event
         result.missing = first_missing(result.seen)
         if result.missing is not None:
@@ -150,7 +152,7 @@ async def _check(service: AgentServicePort, timeout: float) -> FlowResult:
             or final["data"].get("status") != "completed"
             or ("42" not in final["data"].get("text", ""))
         ):
-            result.missing = "agent_completed"
+            result.missing = EventType.AGENT_COMPLETED
             result.detail = f"the probe run did not complete with the answer: {final}"
         else:
             result.ok = True

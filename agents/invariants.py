@@ -1,60 +1,34 @@
-"""The run invariants of DESIGN section 4, checked over a run's events.
+"""The run invariants of docs/protocol.md, checked over a run's events.
 
-Used by the tests and by the event-flow health check; returns violations, empty when whole.
+Used by the test suites over every run they make; returns violations, empty when whole.
+The pairing rules (tool calls, approvals, thinking first, the answer text) come from the
+fold over the run, `chat.runevents.fold_run`; the rules about the run's shape are here.
 """
 
 from collections.abc import Iterable
 from typing import Any
 
-TERMINAL_STATUSES = {"completed", "failed", "cancelled"}
+from chat.runevents import EventType, fold_run
 
 
 def run_violations(events: Iterable[dict[str, Any]]) -> list[str]:
     """Returns what is wrong with one run's events (given in seq order)."""
     events = list(events)
-    problems: list[str] = []
-    types = [e["type"] for e in events]
     if not events:
         return ["the run has no events"]
+    problems: list[str] = []
+    types = [e["type"] for e in events]
     seqs = [e["seq"] for e in events]
     if seqs != sorted(seqs) or len(set(seqs)) != len(seqs):
         problems.append(f"seqs are not strictly increasing: {seqs}")
-    if types[0] != "agent_started" or types.count("agent_started") != 1:
+    if types[0] != EventType.AGENT_STARTED or types.count(EventType.AGENT_STARTED) != 1:
         problems.append("agent_started is not first exactly once")
-    if types[-1] != "agent_completed" or types.count("agent_completed") != 1:
+    if types[-1] != EventType.AGENT_COMPLETED or types.count(EventType.AGENT_COMPLETED) != 1:
         problems.append("agent_completed is not last exactly once")
-    open_calls: dict[str, str] = {}
-    thought = False
-    text = ""
-    for event in events:
-        kind, data = event["type"], event["data"]
-        if kind == "agent_thinking":
-            thought = True
-        elif kind == "tool_executing":
-            if not thought:
-                problems.append("tool_executing before any agent_thinking")
-            if data["tool_call_id"] in open_calls:
-                problems.append(f"tool call {data['tool_call_id']} executing twice")
-            open_calls[data["tool_call_id"]] = data["tool"]
-        elif kind == "tool_completed":
-            if open_calls.pop(data["tool_call_id"], None) is None:
-                problems.append(f"tool_completed without tool_executing: {data['tool_call_id']}")
-        elif kind == "partial_result":
-            if not thought:
-                problems.append("partial_result before any agent_thinking")
-            text += data["text"]
-        elif kind == "agent_completed":
-            if open_calls:
-                problems.append(f"agent_completed with unpaired tool calls: {sorted(open_calls)}")
-            if data.get("status") not in TERMINAL_STATUSES:
-                problems.append(f"agent_completed has status {data.get('status')!r}")
-            if data.get("text") != text:
-                problems.append("partial_result texts do not add up to agent_completed.text")
-            if data.get("status") == "failed" and "agent_error" not in types:
-                problems.append("a failed run has no agent_error")
-    if "agent_error" in types:
-        at = types.index("agent_error")
-        if types.count("agent_error") != 1 or at != len(types) - 2:
+    problems += fold_run(events).anomalies
+    if EventType.AGENT_ERROR in types:
+        at = types.index(EventType.AGENT_ERROR)
+        if types.count(EventType.AGENT_ERROR) != 1 or at != len(types) - 2:
             problems.append("agent_error is not directly before agent_completed, once")
         elif events[-1]["data"].get("status") != "failed":
             problems.append("agent_error not followed by agent_completed{failed}")

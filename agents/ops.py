@@ -6,11 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from agents.models import ACTIVE_STATUSES, AgentRun, RunStatus
 from chat.models import Connection, ConnectionState, ConnectionStateLog, Event
+from chat.runevents import EventType, fold_run
 
 INTERMEDIATE = (
     ConnectionState.CONNECTING,
@@ -43,17 +44,18 @@ def ops_overview() -> dict[str, Any]:
     active = list(AgentRun.objects.filter(status__in=ACTIVE_STATUSES).select_related("thread"))
     unpaired = []
     for run in active:
-        calls: dict[str, Any] = {}
-        for kind, data, created in Event.objects.filter(
-            thread_id=run.thread_id, run_id=run.id, type__in=("tool_executing", "tool_completed")
-        ).values_list("type", "data", "created_at"):
-            if kind == "tool_executing":
-                calls[data["tool_call_id"]] = (data["tool"], created)
-            else:
-                calls.pop(data["tool_call_id"], None)
+        rows = (
+            Event.objects.filter(
+                thread_id=run.thread_id,
+                run_id=run.id,
+                type__in=(EventType.TOOL_EXECUTING, EventType.TOOL_COMPLETED),
+            )
+            .order_by("seq")
+            .values("type", "seq", "data", ts=F("created_at"))
+        )
         unpaired += [
-            {"run": run, "tool_call_id": call_id, "tool": tool, "since": since}
-            for call_id, (tool, since) in calls.items()
+            {"run": run, "tool_call_id": call.tool_call_id, "tool": call.tool, "since": call.ts}
+            for call in fold_run(rows).open_calls.values()
         ]
     failed = list(AgentRun.objects.filter(status=RunStatus.FAILED).order_by("-finished_at")[:20])
     return {

@@ -13,6 +13,7 @@ from agents.errors import AgentFailure, run_not_found
 from agents.models import ACTIVE_STATUSES, AgentRun
 from chat.models import Event, Message, Thread
 from chat.ports import SubmitResult
+from chat.runevents import fold_run
 
 if TYPE_CHECKING:  # services import these reads; the run's spec is only a type here
     from agents.services import RunSpec
@@ -20,36 +21,29 @@ if TYPE_CHECKING:  # services import these reads; the run's spec is only a type 
 
 def emitter_from_log(*, broadcaster: Any, spec: RunSpec) -> RunEmitter:
     """Rebuilds a run's emitter from its logged events, to close the run out elsewhere."""
-    emitter = RunEmitter(
+    rows = (
+        Event.objects.filter(thread_id=spec.thread_id, run_id=spec.run_id)
+        .order_by("seq")
+        .values("type", "seq", "data")
+    )
+    state = fold_run(rows)
+    error = state.error
+    return RunEmitter(
         broadcaster,
         thread_id=spec.thread_id,
         run_id=spec.run_id,
         message_id=spec.message_id,
         assistant_message_id=spec.assistant_message_id,
         agent=spec.agent,
+        step=state.step,
+        text_parts=list(state.text_parts),
+        open_calls={call_id: call.tool for call_id, call in state.open_calls.items()},
+        is_started=state.started,
+        is_completed=state.completed,
+        error=None
+        if error is None
+        else AgentFailure(error["code"], error["message"], retryable=bool(error.get("retryable"))),
     )
-    for type_, data in (
-        Event.objects.filter(thread_id=spec.thread_id, run_id=spec.run_id)
-        .order_by("seq")
-        .values_list("type", "data")
-    ):
-        if type_ == "agent_started":
-            emitter.is_started = True
-        elif type_ == "agent_thinking":
-            emitter.step = max(emitter.step, int(data.get("step", 0)))
-        elif type_ == "tool_executing":
-            emitter.open_calls[data["tool_call_id"]] = data["tool"]
-        elif type_ == "tool_completed":
-            emitter.open_calls.pop(data["tool_call_id"], None)
-        elif type_ == "partial_result":
-            emitter.text_parts.append(data["text"])
-        elif type_ == "agent_error":
-            emitter.error = AgentFailure(
-                data["code"], data["message"], retryable=bool(data.get("retryable"))
-            )
-        elif type_ == "agent_completed":
-            emitter.is_completed = True
-    return emitter
 
 
 # --- runs: submits, history, ownership, staleness -------------------------------------------

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from chat.models import Connection, ConnectionState, Event, Message, Thread
+from chat.runevents import EventType
 
 
 def thread_exists_for(*, thread_id: uuid.UUID, user: Any) -> bool:
@@ -55,7 +56,7 @@ def thread_resume_seq(*, thread: Thread) -> int:
     """The seq a freshly rendered chat page resumes after: the thread's last seq, or, while
     a run is open, the seq before its `agent_started`, so that the page redraws that run."""
     started = (
-        Event.objects.filter(thread=thread, type="agent_started", seq__lte=thread.last_seq)
+        Event.objects.filter(thread=thread, type=EventType.AGENT_STARTED, seq__lte=thread.last_seq)
         .order_by("-seq")
         .values_list("seq", "run_id")
         .first()
@@ -64,6 +65,6 @@ def thread_resume_seq(*, thread: Thread) -> int:
         return thread.last_seq
     seq, run_id = started
     ended = Event.objects.filter(
-        thread=thread, run_id=run_id, type="agent_completed", seq__lte=thread.last_seq
+        thread=thread, run_id=run_id, type=EventType.AGENT_COMPLETED, seq__lte=thread.last_seq
     ).exists()
     return thread.last_seq if ended else seq - 1

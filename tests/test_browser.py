@@ -174,6 +174,27 @@ def test_ask_the_agent_and_see_the_tool_card_and_answer(page: Page, server: Serv
     expect(page.locator("#cancel")).to_be_hidden()
 
 
+def test_our_pages_log_no_console_error_and_no_failed_request(page: Page, server: Server) -> None:
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda msg: problems.append(f"console {msg.text}") if msg.type == "error" else None,
+    )
+    page.on("requestfailed", lambda req: problems.append(f"failed {req.url}: {req.failure}"))
+    page.on(
+        "response",
+        lambda res: problems.append(f"{res.status} {res.url}") if res.status >= 400 else None,
+    )
+    log_in(page, server, new_user(server))  # the login page, then the thread list
+    page.wait_for_load_state("networkidle")
+    open_new_thread(page, "Quiet console")
+    page.wait_for_load_state("networkidle")
+    assert problems == []
+    href = page.locator("link[rel=icon]").get_attribute("href", timeout=1000)
+    icon = page.request.get(f"{server.http}{href}")
+    assert icon.ok and icon.headers["content-type"].startswith("image/"), (href, icon.status)
+
+
 def test_a_failing_tool_shows_an_error_card_and_the_run_completes(
     page: Page, server: Server
 ) -> None:

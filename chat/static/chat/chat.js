@@ -1,6 +1,7 @@
 // The chat page: connection status, the composer, and the live run timelines in the history.
 
 import { byMessageId, el } from "./dom.js";
+import { ClientFrameType, CloseCode, ErrorCode, EventType, FrameType } from "./protocol.js";
 import { RunView } from "./runs.js";
 import { ThreadSocket } from "./socket.js";
 
@@ -69,7 +70,7 @@ class ChatPage {
   }
 
   get busy() {
-    return this.activeRunId !== null || [...this.outbox.values()].some((m) => !m.acked);
+    return this.activeRunId !== null || this.outbox.size > 0;
   }
 
   submit(text = this.input.value) {
@@ -88,7 +89,7 @@ class ChatPage {
     );
     document.getElementById("empty-thread")?.remove();
     this.history.append(bubble);
-    this.outbox.set(clientMsgId, { clientMsgId, text: body, bubble, acked: false });
+    this.outbox.set(clientMsgId, { clientMsgId, text: body, bubble });
     if (text === this.input.value) this.input.value = "";
     this.sendMessage(clientMsgId);
     this.scrollToBottom(true);
@@ -98,12 +99,12 @@ class ChatPage {
   sendMessage(clientMsgId) {
     const message = this.outbox.get(clientMsgId);
     if (!message) return;
-    this.socket.send({ type: "user_message", text: message.text, client_msg_id: clientMsgId });
+    this.socket.send({ type: ClientFrameType.USER_MESSAGE, text: message.text, client_msg_id: clientMsgId });
   }
 
   cancelRun() {
     if (!this.activeRunId || this.cancelling) return;
-    if (this.socket.send({ type: "cancel", run_id: this.activeRunId })) {
+    if (this.socket.send({ type: ClientFrameType.CANCEL, run_id: this.activeRunId })) {
       this.cancelling = true;
       this.announce("Cancelling the run.");
     }
@@ -142,7 +143,7 @@ class ChatPage {
 
   onStatus(info) {
     const previous = this.connection;
-    this.connection = info.state === "connected" ? "connected" : info.state;
+    this.connection = info.state;
     this.status.dataset.state = info.state;
     const text = this.status.querySelector(".conn-text");
     const extra = [];
@@ -182,24 +183,24 @@ class ChatPage {
 
   showClosed(info, text, extra) {
     const message = info.error?.message;
-    if (info.code === 4401) {
+    if (info.code === CloseCode.UNAUTHENTICATED) {
       this.status.dataset.state = "expired";
       text.textContent = "Your session has expired.";
       extra.push(el("a", { href: this.loginUrl, class: "conn-action", text: "Log in again" }));
       this.closedReason = "Your session has expired: log in again to keep chatting.";
-    } else if (info.code === 4404) {
+    } else if (info.code === CloseCode.THREAD_NOT_FOUND) {
       this.status.dataset.state = "gone";
       text.textContent = "This thread no longer exists.";
       extra.push(el("a", { href: this.threadsUrl, class: "conn-action", text: "Back to your threads" }));
       this.closedReason = "This thread is gone; start a new one from your threads.";
-    } else if (info.code === 4403) {
+    } else if (info.code === CloseCode.FORBIDDEN) {
       text.textContent = "Your account may not use the chat.";
       this.closedReason = message || "This account is not permitted to chat.";
     } else {
       const what = {
-        4400: "The server closed the connection after invalid messages.",
-        4408: "The server could not check your login in time.",
-        4429: "Too many connections or messages.",
+        [CloseCode.PROTOCOL_ERROR]: "The server closed the connection after invalid messages.",
+        [CloseCode.AUTH_TIMEOUT]: "The server could not check your login in time.",
+        [CloseCode.RATE_LIMITED]: "Too many connections or messages.",
       }[info.code] || `The server closed the connection (${info.code}).`;
       text.textContent = what;
       extra.push(
@@ -222,23 +223,22 @@ class ChatPage {
   // --- frames and events --------------------------------------------------------------------
 
   onReady() {
-    // Anything sent but not acknowledged before the connection dropped goes again with the
-    // same client_msg_id; the server answers a retry with duplicate:true, never a second run.
-    for (const message of this.outbox.values()) {
-      if (!message.acked) this.sendMessage(message.clientMsgId);
-    }
+    // Anything sent but not acknowledged before the connection dropped (the outbox holds a
+    // message until its ack or error) goes again with the same client_msg_id; the server
+    // answers a retry with duplicate:true, never a second run.
+    for (const message of this.outbox.values()) this.sendMessage(message.clientMsgId);
     this.renderComposer();
   }
 
   onFrame(frame) {
     switch (frame.type) {
-      case "ack":
+      case FrameType.ACK:
         this.onAck(frame);
         break;
-      case "error":
+      case FrameType.ERROR:
         this.onError(frame);
         break;
-      case "out_of_sync":
+      case FrameType.OUT_OF_SYNC:
         this.showNotice(frame.message, "Reload", () => window.location.reload());
         break;
       default:
@@ -278,7 +278,7 @@ class ChatPage {
       this.announce(`Your message was not sent: ${frame.message}`);
       return;
     }
-    if (frame.code === "run_not_active") {
+    if (frame.code === ErrorCode.RUN_NOT_ACTIVE) {
       this.cancelling = false;
       this.showNotice("That run had already ended.");
       return;
@@ -298,10 +298,10 @@ class ChatPage {
     let run = this.runs.get(event.run_id);
     if (!run) run = this.addRun(event);
     const said = run.apply(event);
-    if (event.type === "agent_started") this.placeRun(run);
+    if (event.type === EventType.AGENT_STARTED) this.placeRun(run);
     if (!run.finished) this.activeRunId = run.runId;
     if (run.assistantMessageId) this.reconcileAnswer(run);
-    if (event.type === "agent_completed") {
+    if (event.type === EventType.AGENT_COMPLETED) {
       if (this.activeRunId === run.runId) this.activeRunId = null;
       this.cancelling = false;
       this.notice = null;
@@ -309,7 +309,7 @@ class ChatPage {
     }
     if (said) this.announce(said);
     this.renderComposer();
-    if (event.type === "agent_completed" && document.activeElement === document.body) this.input.focus();
+    if (event.type === EventType.AGENT_COMPLETED && document.activeElement === document.body) this.input.focus();
     this.scrollToBottom(stick);
   }
 
@@ -329,8 +329,7 @@ class ChatPage {
       userMessage.after(run.root);
       return;
     }
-    const waitingForAck = [...this.outbox.values()].some((m) => !m.acked);
-    if (!waitingForAck) {
+    if (this.outbox.size === 0) {
       run.root.before(
         el(
           "li",

@@ -2,12 +2,13 @@
 // and the end state. Built from run events only, so replayed and live events draw the same.
 
 import { el, formatDuration, formatJson } from "./dom.js";
+import { EventType, RunStatus, TOOL_OK } from "./protocol.js";
 
 const STATE_LABELS = {
   running: "Working…",
-  completed: "Completed",
-  failed: "Failed",
-  cancelled: "Cancelled",
+  [RunStatus.COMPLETED]: "Completed",
+  [RunStatus.FAILED]: "Failed",
+  [RunStatus.CANCELLED]: "Cancelled",
 };
 
 export class RunView {
@@ -54,28 +55,28 @@ export class RunView {
   apply(event) {
     const data = event.data || {};
     switch (event.type) {
-      case "agent_started":
+      case EventType.AGENT_STARTED:
         this.sawStart = true;
         this.userMessageId = data.message_id || null;
         this.addStep("step-start", "Started", data.agent ? `the ${data.agent} agent` : "the agent");
         return "The agent started working.";
-      case "agent_thinking":
+      case EventType.AGENT_THINKING:
         this.addStep("step-thinking", "Thinking", data.text || "");
         return null;
-      case "tool_executing":
+      case EventType.TOOL_EXECUTING:
         this.addToolCard(data);
         return `Calling the ${data.tool} tool.`;
-      case "tool_completed":
+      case EventType.TOOL_COMPLETED:
         return this.completeToolCard(data);
-      case "partial_result":
+      case EventType.PARTIAL_RESULT:
         this.assistantMessageId = data.message_id || this.assistantMessageId;
         this.answer.hidden = false;
         this.answerText.textContent += data.text || "";
         return null;
-      case "agent_error":
+      case EventType.AGENT_ERROR:
         this.showError(data);
         return `The run failed: ${data.message}`;
-      case "agent_completed":
+      case EventType.AGENT_COMPLETED:
         return this.complete(data);
       default:
         return null;
@@ -118,7 +119,7 @@ export class RunView {
       this.addToolCard({ tool_call_id: data.tool_call_id, tool: data.tool, args: {} });
       entry = this.toolCards.get(data.tool_call_id);
     }
-    const ok = data.status === "ok";
+    const ok = data.status === TOOL_OK;
     const took = formatDuration(data.duration_ms);
     entry.card.dataset.state = ok ? "ok" : "error";
     entry.status.textContent = ok ? `done in ${took}` : `failed after ${took}`;
@@ -159,7 +160,7 @@ export class RunView {
 
   complete(data) {
     this.finished = true;
-    const status = data.status || "completed";
+    const status = data.status || RunStatus.COMPLETED;
     this.assistantMessageId = data.message_id || this.assistantMessageId;
     if (typeof data.text === "string" && data.text && this.answerText.textContent !== data.text) {
       this.answerText.textContent = data.text;
@@ -176,17 +177,17 @@ export class RunView {
     }
     const took = formatDuration(data.duration_ms);
     const sentence = {
-      completed: `Completed in ${took}.`,
-      failed: `Failed after ${took}.`,
-      cancelled: `Cancelled after ${took}.`,
+      [RunStatus.COMPLETED]: `Completed in ${took}.`,
+      [RunStatus.FAILED]: `Failed after ${took}.`,
+      [RunStatus.CANCELLED]: `Cancelled after ${took}.`,
     }[status] || `Ended (${status}) after ${took}.`;
     this.end.textContent = sentence;
     this.end.hidden = false;
-    if (status === "completed") {
+    if (status === RunStatus.COMPLETED) {
       const answer = this.answerText.textContent;
       return `Answer: ${answer} ${sentence}`.trim();
     }
-    return `The run ${status === "cancelled" ? "was cancelled" : "failed"}. ${sentence}`;
+    return `The run ${status === RunStatus.CANCELLED ? "was cancelled" : "failed"}. ${sentence}`;
   }
 
   updateSummary() {

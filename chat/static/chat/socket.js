@@ -1,16 +1,15 @@
 // The thread's WebSocket: reconnects with backoff, resumes by seq, and hands the page a
-// gapless, duplicate-free stream of run events (DESIGN section 4).
+// gapless, duplicate-free stream of run events (docs/protocol.md).
+
+import { ClientFrameType, CloseCode, FrameType, isFinalClose } from "./protocol.js";
+
+export { isFinalClose };
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
 const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 10000;
 const MAX_RESUMES_WITHOUT_PROGRESS = 3;
-
-/** True for close codes after which the client must change something (4000-4499). */
-export function isFinalClose(code) {
-  return code >= 4000 && code < 4500;
-}
 
 /** The delay before reconnect attempt `attempt` (0-based): exponential, capped, jittered. */
 export function backoffDelay(attempt, random = Math.random) {
@@ -93,7 +92,7 @@ export class ThreadSocket {
       const old = this.ws;
       this.ws = null;
       if (old.readyState === WebSocket.OPEN || old.readyState === WebSocket.CONNECTING) {
-        old.close(1000, "replaced");
+        old.close(CloseCode.NORMAL, "replaced");
       }
     }
   }
@@ -112,19 +111,19 @@ export class ThreadSocket {
       return;
     }
     switch (frame.type) {
-      case "connection_established":
+      case FrameType.CONNECTION_ESTABLISHED:
         this.attempt = 0;
         this.startKeepalive();
         this.status({ state: "connected" });
         break;
-      case "resume_complete":
+      case FrameType.RESUME_COMPLETE:
         this.onResumeComplete(frame);
         break;
-      case "pong":
+      case FrameType.PONG:
         clearTimeout(this.timers.pong);
         this.timers.pong = null;
         break;
-      case "error":
+      case FrameType.ERROR:
         if (frame.close_code) this.lastError = frame;
         this.callbacks.onFrame(frame);
         break;
@@ -168,12 +167,12 @@ export class ThreadSocket {
     if (this.resumeInFlight) return;
     if (this.resumesWithoutProgress >= MAX_RESUMES_WITHOUT_PROGRESS) {
       this.callbacks.onFrame({
-        type: "out_of_sync",
+        type: FrameType.OUT_OF_SYNC,
         message: "Some events could not be recovered; reload the page to see the whole thread.",
       });
       return;
     }
-    if (this.send({ type: "resume", after_seq: this.lastSeq })) {
+    if (this.send({ type: ClientFrameType.RESUME, after_seq: this.lastSeq })) {
       this.resumeInFlight = true;
       this.resumesWithoutProgress += 1;
     }
@@ -184,7 +183,7 @@ export class ThreadSocket {
     this.drain();
     if (!frame.recovered) {
       this.callbacks.onFrame({
-        type: "out_of_sync",
+        type: FrameType.OUT_OF_SYNC,
         message: "Older events of this thread were pruned; reload the page to see the whole thread.",
       });
     }
@@ -249,7 +248,7 @@ export class ThreadSocket {
   startKeepalive() {
     this.stopKeepalive();
     this.timers.ping = setInterval(() => {
-      if (!this.send({ type: "ping" }) || this.timers.pong !== null) return;
+      if (!this.send({ type: ClientFrameType.PING }) || this.timers.pong !== null) return;
       this.timers.pong = setTimeout(() => this.onPongMissing(), PONG_WITHIN_MS);
     }, PING_EVERY_MS);
   }
@@ -265,7 +264,7 @@ export class ThreadSocket {
     // The socket looks open but nothing comes back: drop it and reconnect.
     this.timers.pong = null;
     this.detach();
-    this.scheduleReconnect(1006);
+    this.scheduleReconnect(CloseCode.ABNORMAL);
   }
 
   status(info) {
