@@ -99,7 +99,7 @@ def read_body(request: HttpRequest, model: type[B]) -> B:
     if model is NoBody and request.content_type != "application/json":
         return model()
     try:
-        return model.model_validate_json(raw or b"{}")
+        parsed = model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         kind = exc.errors(include_url=False, include_input=False)[0]["type"]
         if kind == "json_invalid":
@@ -109,6 +109,19 @@ def read_body(request: HttpRequest, model: type[B]) -> B:
         else:
             message = describe_error(exc)
         raise NetraError("bad_request", message) from exc
+    if _has_nul(parsed.model_dump()):  # PostgreSQL text cannot hold it: refuse it everywhere
+        raise NetraError("bad_request", "Text may not contain NUL (\\u0000) characters.")
+    return parsed
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def error_response(err: NetraError) -> JsonResponse:

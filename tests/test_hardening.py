@@ -77,6 +77,17 @@ def test_every_json_route_answers_a_lone_surrogate_with_400(
         assert response.json()["error"]["code"] == "bad_request", where
 
 
+def test_every_json_route_refuses_a_nul_character(api_client: tuple[Client, str]) -> None:
+    client, thread_id = api_client
+    body = b'{"title": "a\\u0000b", "text": "a\\u0000b", "client_msg_id": "a\\u0000b"}'
+    answers = send_everywhere(client, thread_id, body)
+    for where, response in answers:
+        if where.startswith("POST /api/runs/"):
+            continue  # takes no fields: nothing of it is stored
+        assert response.status_code == 400, (where, response.status_code, response.content)
+        assert response.json()["error"]["code"] == "bad_request", where
+
+
 def test_every_json_route_answers_an_oversized_body_with_413_in_json(
     api_client: tuple[Client, str], settings: Any
 ) -> None:
