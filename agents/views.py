@@ -1,30 +1,29 @@
 """The run API: post a message, cancel a run (thin: validate, call the service)."""
 
 import hmac
+import logging
 import uuid
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
-from pydantic import ValidationError
 
-from agents.health import check_event_flow
-from chat.api import api_view, authenticate_request, error_response, json_body
+from agents.health import FlowResult, check_event_flow
+from chat.api import api_view, authenticate_request, error_response
 from chat.auth import Principal
 from chat.errors import NetraError, forbidden, unavailable
 from chat.ports import agent_service
-from chat.protocol import MessageBody, bad_request, describe_error
+from chat.protocol import MessageBody
 from chat.views import thread_for
 
+logger = logging.getLogger("netra.health")
 
-@api_view("POST")
+
+@api_view("POST", body=MessageBody)
 async def api_post_message(
-    request: HttpRequest, principal: Principal, thread_id: uuid.UUID
+    request: HttpRequest, principal: Principal, thread_id: uuid.UUID, *, body: MessageBody
 ) -> JsonResponse:
     """Starts a run for a message: 202 {message_id, run_id, duplicate}."""
-    try:
-        body = MessageBody.model_validate(json_body(request))
-    except ValidationError as exc:
-        raise bad_request(describe_error(exc)) from exc
     service = agent_service()
     if service is None:
         raise unavailable("The agent service is not running; retry shortly.")
@@ -79,11 +78,19 @@ async def healthz_events(request: HttpRequest) -> JsonResponse:
             raise forbidden("Only staff or the health-check token may run the event check.")
     except NetraError as err:
         return error_response(err)
+    except DatabaseError as exc:  # the credential lookup needs the database: it is down
+        logger.warning("event-flow check: the caller could not be authenticated: %s", exc)
+        return _failed_check(
+            "database", f"the caller could not be authenticated: {type(exc).__name__}: {exc}"
+        )
     service = agent_service()
     if service is None:
-        return JsonResponse(
-            {"status": "fail", "missing": "agent_started", "detail": "no agent service"},
-            status=503,
-        )
+        return _failed_check("agent_service", "no agent service")
     result = await check_event_flow(service)
     return JsonResponse(result.as_json(), status=200 if result.ok else 503)
+
+
+def _failed_check(check: str, detail: str) -> JsonResponse:
+    """The 503 of a dependency that failed before the probe run could start, naming it."""
+    body = FlowResult(ok=False, missing="agent_started", detail=detail).as_json()
+    return JsonResponse({**body, "check": check}, status=503)

@@ -1,14 +1,18 @@
-"""WebSocket routing: the Origin check for cookie handshakes, sessions, the chat consumer."""
+"""WebSocket routing: the Origin check for cookie handshakes, sessions, the chat consumer,
+and a clean 4404 for every other path."""
 
 from typing import Any
 
+from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 from channels.sessions import SessionMiddlewareStack
-from django.urls import path
+from django.urls import path, re_path
 
 from chat.auth import header
 from chat.consumers import ChatConsumer
+from chat.errors import CLOSE_THREAD_NOT_FOUND, NetraError
+from chat.protocol import encode
 
 
 class OriginUnlessBearer:
@@ -27,8 +31,26 @@ class OriginUnlessBearer:
         return await self.checked(scope, receive, send)
 
 
+class NoSuchEndpoint(AsyncWebsocketConsumer):
+    """Any path that is no WebSocket endpoint: accepted, one `error` frame `not_found`, closed
+    with 4404, as a refused chat socket is (a router miss would be an HTTP 500)."""
+
+    async def connect(self) -> None:
+        """Accepts, explains, closes."""
+        err = NetraError(
+            "not_found",
+            "No WebSocket endpoint at this path; connect to /ws/chat/<thread_id>/.",
+            status=404,
+            close_code=CLOSE_THREAD_NOT_FOUND,
+        )
+        await self.accept()
+        await self.send(text_data=encode(err.frame()))
+        await self.close(code=CLOSE_THREAD_NOT_FOUND)
+
+
 websocket_urlpatterns = [
     path("ws/chat/<str:thread_id>/", ChatConsumer.as_asgi()),
+    re_path(r"", NoSuchEndpoint.as_asgi()),
 ]
 
 websocket_application = OriginUnlessBearer(SessionMiddlewareStack(URLRouter(websocket_urlpatterns)))

@@ -11,7 +11,6 @@ from chat import metrics
 from chat.auth import TOKEN_PREFIX, hash_token
 from chat.broadcaster import token_group
 from chat.errors import report_exception
-from chat.events import isoformat
 from chat.models import ApiToken, Thread
 
 MAX_TITLE = 200
@@ -43,14 +42,3 @@ def token_revoke(*, token: ApiToken) -> None:
 def thread_create(*, owner: Any, title: str = "") -> Thread:
     """Creates a thread for `owner`."""
     return Thread.objects.create(owner=owner, title=title.strip()[:MAX_TITLE])
-
-
-def thread_to_json(thread: Thread) -> dict[str, Any]:
-    """Returns the API representation of a thread."""
-    return {
-        "id": str(thread.id),
-        "title": thread.title,
-        "created_at": isoformat(thread.created_at),
-        "last_activity": isoformat(thread.last_activity),
-        "last_seq": thread.last_seq,
-    }

@@ -1,5 +1,6 @@
 """Web pages and the thread API; thin: parse, call a service or selector, render."""
 
+import math
 import uuid
 from typing import Any
 
@@ -10,13 +11,15 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
 from chat import selectors, services
-from chat.api import api_view, json_body
+from chat.api import ThreadBody, api_view, error_response
 from chat.auth import Principal
-from chat.errors import NetraError, thread_not_found
-from chat.events import events_after
+from chat.errors import NetraError, rate_limited, thread_not_found
+from chat.events import events_after, isoformat
+from chat.models import Thread
 from chat.protocol import MAX_SEQ
 
 
@@ -31,6 +34,28 @@ def signup(request: HttpRequest) -> HttpResponse:
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("thread-list")
     return render(request, "registration/signup.html", {"form": form})
+
+
+LOCKOUT_MESSAGE = gettext_lazy(
+    "Too many failed logins for this account or from this address. Try again in {minutes} minutes."
+)
+
+
+def login_locked_out(request: HttpRequest, *_: Any) -> HttpResponse:
+    """The answer to a login while its username or address is locked out (django-axes calls
+    it, for the web and the admin login): 429 `rate_limited` with Retry-After, as a page, or
+    as the API's JSON error for a client that accepts JSON."""
+    retry_after = settings.AXES_COOLOFF_TIME.total_seconds()
+    err = rate_limited(
+        str(LOCKOUT_MESSAGE).format(minutes=math.ceil(retry_after / 60)), retry_after=retry_after
+    )
+    if "application/json" in request.headers.get("Accept", ""):
+        return error_response(err)
+    response = render(
+        request, "registration/locked_out.html", {"message": err.message}, status=err.status
+    )
+    response["Retry-After"] = str(round(retry_after))
+    return response
 
 
 @login_required
@@ -68,21 +93,30 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-@api_view("GET", "POST")
-async def api_threads(request: HttpRequest, principal: Principal) -> JsonResponse:
+def thread_to_json(thread: Thread) -> dict[str, Any]:
+    """Returns the API representation of a thread."""
+    return {
+        "id": str(thread.id),
+        "title": thread.title,
+        "created_at": isoformat(thread.created_at),
+        "last_activity": isoformat(thread.last_activity),
+        "last_seq": thread.last_seq,
+    }
+
+
+@api_view("GET", "POST", body=ThreadBody)
+async def api_threads(
+    request: HttpRequest, principal: Principal, body: ThreadBody | None = None
+) -> JsonResponse:
     """GET lists the caller's threads; POST creates one (201)."""
-    if request.method == "POST":
-        body = json_body(request)
-        title = body.get("title", "")
-        if not isinstance(title, str):
-            raise NetraError("bad_request", "'title' must be a string.")
+    if body is not None:
         thread = await database_sync_to_async(services.thread_create)(
-            owner=principal.user, title=title
+            owner=principal.user, title=body.title
         )
-        return JsonResponse(services.thread_to_json(thread), status=201)
+        return JsonResponse(thread_to_json(thread), status=201)
 
     def listing() -> list[dict[str, Any]]:
-        return [services.thread_to_json(t) for t in selectors.thread_list(user=principal.user)]
+        return [thread_to_json(t) for t in selectors.thread_list(user=principal.user)]
 
     return JsonResponse({"threads": await database_sync_to_async(listing)()})
 

@@ -26,9 +26,24 @@ if _problems:
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.exceptions import SuspiciousFileOperation  # noqa: E402
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse  # noqa: E402
 
 from chat.ports import agent_service  # noqa: E402
 from chat.routing import websocket_application  # noqa: E402
+
+
+class StaticFiles(ASGIStaticFilesHandler):
+    """Serves /static/; a path that leaves the static folders ('..' in any spelling) is a
+    404, not the 500 of Django's handler, which lets SuspiciousFileOperation escape."""
+
+    def serve(self, request: HttpRequest) -> HttpResponse | FileResponse:
+        """Serves the file, or raises Http404 (logged as a client error)."""
+        try:
+            response = super().serve(request)
+        except SuspiciousFileOperation as exc:
+            raise Http404("No such static file.") from exc
+        return response
 
 
 class StartBackgroundTasks:
@@ -53,7 +68,7 @@ application = StartBackgroundTasks(
         {
             # Static files in-process and async, so no sync-only middleware sits on the
             # request path of every view.
-            "http": ASGIStaticFilesHandler(django_asgi_app),
+            "http": StaticFiles(django_asgi_app),
             "websocket": websocket_application,
         }
     )

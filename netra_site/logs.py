@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line when LOG_FORMAT=json."""
+"""Structured logging: one JSON object per line when LOG_FORMAT=json; client errors logged
+as client errors."""
 
 import json
 import logging
@@ -39,3 +40,22 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             payload["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(payload, ensure_ascii=False)
+
+
+class ClientErrorFilter(logging.Filter):
+    """Logs what a client got wrong as a WARNING without a traceback: Django's
+    `django.security.*` records (a bad Host header, an oversized body: logged at ERROR with
+    the exception) and its 4xx `django.request` records. Server faults stay ERROR with their
+    traceback (and go to Sentry, which hears of no client error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Lowers a client error to WARNING and drops its traceback; passes every record."""
+        client_error = record.name.startswith("django.security.") or (
+            record.name == "django.request" and record.levelno < logging.ERROR
+        )
+        if client_error:
+            record.levelno = logging.WARNING
+            record.levelname = "WARNING"
+            record.exc_info = None
+            record.exc_text = None
+        return True

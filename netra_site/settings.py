@@ -4,6 +4,7 @@ Embedded defaults: a SQLite file, the in-memory channel layer, DEBUG off.
 `DATABASE_URL` switches to PostgreSQL, `REDIS_URL` to the channels-redis layer.
 """
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "chat",
     "agents",
 ]
@@ -47,6 +49,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chat.middleware.content_security_policy",
+    # Last, as django-axes asks: it turns a locked-out login into our 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "netra_site.urls"
@@ -97,6 +101,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Login throttling (django-axes; policy in README and docs/operations.md) ----------------
+# The first backend refuses a login while its username or its client address is locked out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# LOGIN_FAILURE_LIMIT failed logins for one username, or from one client address, lock that
+# username (from every address) or that address (for every username) out for
+# LOGIN_LOCKOUT_MINUTES after the last failure; a failure during the lockout restarts it.
+# The web login and the admin login share the count (one database table, every worker).
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Not reset by a successful login: django-axes would then delete every failure from that
+# address, the guesses at other accounts too (log in to your own, guess on).
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "chat.views.login_locked_out"
+# The client address is REMOTE_ADDR only: a client-sent X-Forwarded-For must not pick its
+# own address. Behind a proxy, daphne's --proxy-headers puts the real client there.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_DISABLE_ACCESS_LOG = True  # failures are kept; successful logins are not logged
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/threads/"
@@ -172,6 +198,9 @@ RUN_REAPER_INTERVAL = env.float("RUN_REAPER_INTERVAL", default=5.0)
 AGENT_STREAM_DELAY = env.float("AGENT_STREAM_DELAY", default=0.03)
 AGENT_STREAM_CHUNK = env.int("AGENT_STREAM_CHUNK", default=24)
 EVENT_API_MAX_LIMIT = 5000
+# A JSON API body over this is 413 too_large (8000 characters of text, JSON-escaped at
+# 12 bytes each, fit). Form pages keep Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB).
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=262144)
 
 # --- LLM provider (docs/providers.md) --------------------------------------------------------
 # builtin: the offline agent; openai: any OpenAI-compatible chat-completions server.
@@ -211,10 +240,12 @@ LOGGING = {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "netra_site.logs.JsonFormatter"},
     },
+    "filters": {"client_errors": {"()": "netra_site.logs.ClientErrorFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["client_errors"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
