@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,11 +251,24 @@ class Server:
         return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
 
-@contextlib.contextmanager
-def running(**kwargs: Any) -> Iterator[Server]:
-    """Starts a server for the duration of a block."""
-    server = Server(**kwargs).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+class Servers:
+    """The server factory behind the `servers` fixture (tests/conftest.py): every server it
+    made is stopped by `stop_all`, also when a test failed half-way."""
+
+    def __init__(self) -> None:
+        self.made: list[Server] = []
+
+    def make(self, **kwargs: Any) -> Server:
+        """A server not started yet (the keyword arguments of Server), e.g. to see it refuse."""
+        server = Server(**kwargs)
+        self.made.append(server)
+        return server
+
+    def start(self, **kwargs: Any) -> Server:
+        """A started server (the keyword arguments of Server)."""
+        return self.make(**kwargs).start()
+
+    def stop_all(self) -> None:
+        """Stops every server still running."""
+        for server in reversed(self.made):
+            server.stop()
