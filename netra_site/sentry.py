@@ -7,6 +7,7 @@ import sentry_sdk
 from sentry_sdk.integrations.asyncio import AsyncioIntegration
 from sentry_sdk.integrations.django import DjangoIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.integrations.openai import OpenAIIntegration
 
 SENSITIVE_KEYS = {
     "authorization",
@@ -66,6 +67,10 @@ def init_sentry(*, dsn: str, send_message_text: bool, transport: Any = None) -> 
             AsyncioIntegration(),
             LoggingIntegration(event_level=None),
         ],
+        # sentry-sdk enables its OpenAI integration by itself when the package is installed;
+        # it would send every failed model request (unreachable, refused key, 5xx) as an
+        # unhandled error, while the provider types those as expected run failures.
+        "disabled_integrations": [OpenAIIntegration()],
         # Frame locals would carry message text and tokens; the chained tracebacks suffice.
         "include_local_variables": False,
         "before_send": make_before_send(send_message_text=send_message_text),

@@ -1,13 +1,22 @@
-"""Shared fixtures: users, threads, tokens, sockets, and the service/skip policy."""
+"""Shared fixtures: users, threads, tokens, the agent service, real servers, Sentry events.
 
-from collections.abc import AsyncIterator
+The one way to start a real server is the `servers` factory (`server` is the one a module's
+tests share); the one way to read a metric is `helpers.metric`; the one client of a real
+server's socket is tests/sockets.py; in process, tests/helpers.py drives the ASGI app.
+"""
+
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import sentry_sdk
 from channels.db import database_sync_to_async
 from django.apps import apps
+from sentry_sdk.transport import Transport
 
+from netra_site.sentry import init_sentry
 from tests import helpers
+from tests.servers import Server, Servers
 
 
 @pytest.fixture
@@ -49,3 +58,50 @@ async def token(user: Any) -> str:
 def slow_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every socket write takes 20 ms (see helpers.make_sockets_slow)."""
     helpers.make_sockets_slow(monkeypatch)
+
+
+# --- real servers --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    """The server factory: `servers.start(env=..., ...)` starts a daphne process on its own
+    port and database (tests/servers.py), `servers.make(...)` one to start later. Each is
+    stopped when the module's tests are done; a test may stop one earlier."""
+    factory = Servers()
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def server(servers: Servers, request: pytest.FixtureRequest) -> Server:
+    """The daphne server a module's tests share, started with the module's SERVER_ENV."""
+    return servers.start(env=dict(getattr(request.module, "SERVER_ENV", {})))
+
+
+# --- Sentry ---------------------------------------------------------------------------------
+
+
+class CapturingTransport(Transport):
+    """A real sentry-sdk transport that keeps the events instead of sending them."""
+
+    events: list[dict[str, Any]] = []
+
+    def capture_envelope(self, envelope: Any) -> None:
+        for item in envelope.items:
+            if item.type == "event":
+                CapturingTransport.events.append(item.payload.json)
+
+
+@pytest.fixture
+def sentry_events() -> Iterator[list[dict[str, Any]]]:
+    """The events Sentry would have received during the test, as sent (after before_send):
+    sentry-sdk runs as in production (netra_site.sentry) with a transport that keeps them."""
+    CapturingTransport.events = []
+    init_sentry(
+        dsn="https://public@127.0.0.1/1", send_message_text=False, transport=CapturingTransport
+    )
+    yield CapturingTransport.events
+    sentry_sdk.init(dsn=None)

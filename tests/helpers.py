@@ -1,19 +1,24 @@
-"""Test helpers: real sockets through the real ASGI application, and run collection."""
+"""Test helpers: real sockets through the real ASGI application, run collection, metrics."""
 
 import asyncio
 import json
 import os
 import shutil
+import urllib.request
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
+from prometheus_client import REGISTRY, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from chat.models import Thread
 from chat.services import thread_create, token_create
+from tests.servers import Server
 
 ORIGIN = "http://127.0.0.1:8000"
 
@@ -150,3 +155,24 @@ def make_sockets_slow(monkeypatch: pytest.MonkeyPatch, delay: float = 0.02) -> N
         await real_send(self, *args, **kwargs)
 
     monkeypatch.setattr(ChatConsumer, "send", slow_send)
+
+
+def metric(name: str, server: Server | None = None, /, **labels: str) -> float:
+    """A metric's value: the sum of the samples called `name` whose labels include `labels`
+    (all of them without labels). Read from this process's registry, or from the /metrics
+    of `server` (a real server process) when given; 0.0 when nothing was recorded."""
+    families: Iterable[Metric]
+    if server is None:
+        families = REGISTRY.collect()
+    else:
+        with urllib.request.urlopen(f"{server.http}/metrics", timeout=10) as response:
+            families = text_string_to_metric_families(response.read().decode())
+    return sum(
+        (
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        ),
+        0.0,
+    )

@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,25 @@ def free_port() -> int:
         return port
 
 
+# What a caller's shell may have exported (for `make run-cluster`, the README's model example
+# or a real Sentry) and which must not change what a test runs against: SQLite, the in-memory
+# channel layer, the built-in agent, no Sentry. A test that wants one of them passes it.
+SERVICE_ENV = ("DATABASE_URL", "REDIS_URL", "AGENT_PROVIDER", "AGENT_MODEL", "SENTRY_DSN")
+SERVICE_ENV_PREFIXES = ("OPENAI_",)
+
+
+def is_service_env(name: str) -> bool:
+    """True for a variable that points a process at a service or a model (see SERVICE_ENV)."""
+    return name in SERVICE_ENV or name.startswith(SERVICE_ENV_PREFIXES)
+
+
 def base_env(**extra: str) -> dict[str, str]:
-    """The environment of a production-like server: DEBUG off, plain HTTP on loopback."""
+    """The environment of a production-like server: DEBUG off, plain HTTP on loopback, and
+    no service or model the caller's shell exported (only those in `extra`)."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL")
+        if k != "DJANGO_SETTINGS_MODULE" and not is_service_env(k)
     }
     env.update(
         {
@@ -239,11 +251,24 @@ class Server:
         return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
 
-@contextlib.contextmanager
-def running(**kwargs: Any) -> Iterator[Server]:
-    """Starts a server for the duration of a block."""
-    server = Server(**kwargs).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+class Servers:
+    """The server factory behind the `servers` fixture (tests/conftest.py): every server it
+    made is stopped by `stop_all`, also when a test failed half-way."""
+
+    def __init__(self) -> None:
+        self.made: list[Server] = []
+
+    def make(self, **kwargs: Any) -> Server:
+        """A server not started yet (the keyword arguments of Server), e.g. to see it refuse."""
+        server = Server(**kwargs)
+        self.made.append(server)
+        return server
+
+    def start(self, **kwargs: Any) -> Server:
+        """A started server (the keyword arguments of Server)."""
+        return self.make(**kwargs).start()
+
+    def stop_all(self) -> None:
+        """Stops every server still running."""
+        for server in reversed(self.made):
+            server.stop()

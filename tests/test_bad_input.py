@@ -1,18 +1,20 @@
 """Hostile input against a real daphne server: every frame gets a typed answer, the server
 never crashes or logs an unhandled exception, and oversized frames are refused."""
 
-import contextlib
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
-from tests.servers import Server, running
+from tests.servers import Server
+from tests.sockets import Socket, SocketClosed
+
+# Runs a coroutine on the module's event loop (the `run` fixture).
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
 SERVER_FRAMES = {"connection_established", "ack", "resume_complete", "error", "pong"}
 RUN_EVENTS = {
@@ -65,59 +67,34 @@ frames = st.one_of(
 )
 
 
-class Socket:
-    """A real WebSocket client that reconnects after the server closed it (4400, 4429)."""
-
-    def __init__(self, server: Server, token: str, thread_id: str) -> None:
-        self.server = server
-        self.url = f"{server.ws}/ws/chat/{thread_id}/"
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.ws: ClientConnection | None = None
-        self.closes: list[int] = []
-        self.stack = contextlib.ExitStack()
-
-    def get(self) -> ClientConnection:
-        if self.ws is None:
-            self.ws = self.stack.enter_context(
-                connect(self.url, additional_headers=self.headers, max_size=None)
-            )
-            hello = json.loads(self.ws.recv(timeout=10))
-            assert hello["type"] == "connection_established"
-        return self.ws
-
-    def exchange(self, frame: str | bytes) -> list[dict[str, Any]]:
-        """Sends a frame and then a ping; returns every frame received before the pong."""
-        ws = self.get()
-        answers: list[dict[str, Any]] = []
-        try:
-            ws.send(frame)
-            ws.send('{"type":"ping"}')
-            while True:
-                answer = json.loads(ws.recv(timeout=10))
-                if answer == {"type": "pong"}:
-                    return answers
-                answers.append(answer)
-        except ConnectionClosed:
-            assert ws.close_code in (4400, 4429), (ws.close_code, self.server.log_tail(40))
-            self.closes.append(ws.close_code)
-            self.ws = None
-            return answers
+SERVER_ENV = {"WS_RATE_MESSAGES_PER_MINUTE": "1000"}
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with running(env={"WS_RATE_MESSAGES_PER_MINUTE": "1000"}) as srv:
-        yield srv
+def run() -> Iterator[Run]:
+    """Runs a coroutine on this module's event loop, which the socket lives on."""
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        yield runner.run
 
 
 @pytest.fixture(scope="module")
-def socket(server: Server) -> Iterator[Socket]:
+def socket(server: Server, run: Run) -> Iterator[Socket]:
     token = server.make_user("fuzzer")
     status, thread = server.api("POST", "/api/threads/", token, {"title": "fuzz"})
     assert status == 201
-    sock = Socket(server, token, thread["id"])
-    with sock.stack:
-        yield sock
+    sock = Socket(server, thread["id"], token=token)
+    yield sock
+    run(sock.close())
+
+
+def exchange(run: Run, socket: Socket, frame: str | bytes) -> Any:
+    """Sends a frame and then a ping; returns every frame received before the pong. A close
+    on the way is a refusal (4400, 4429), and the next exchange reconnects."""
+    seen = len(socket.close_codes)
+    answers = run(socket.exchange(frame))
+    for code in socket.close_codes[seen:]:
+        assert code in (4400, 4429), (code, socket.server.log_tail(40))
+    return answers
 
 
 def typed(answer: dict[str, Any]) -> bool:
@@ -130,8 +107,8 @@ def typed(answer: dict[str, Any]) -> bool:
 
 @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frame=frames)
-def test_every_frame_gets_a_typed_answer(socket: Socket, frame: str | bytes) -> None:
-    answers = socket.exchange(frame)
+def test_every_frame_gets_a_typed_answer(run: Run, socket: Socket, frame: str | bytes) -> None:
+    answers = exchange(run, socket, frame)
     assert all(typed(a) for a in answers), answers
 
 
@@ -146,24 +123,23 @@ def test_server_survived_without_unhandled_exceptions(server: Server, socket: So
     assert " ERROR " not in log, server.log_tail(60)
 
 
-def drain(ws: ClientConnection) -> None:
-    while True:
-        ws.recv(timeout=10)
+async def drain(socket: Socket) -> None:
+    await socket.wait_for(lambda frame: False, timeout=10, start=len(socket.frames))
 
 
-def test_oversized_messages_are_refused_by_the_server(server: Server, socket: Socket) -> None:
-    if socket.ws is not None:  # a fresh socket: the fuzzing may have used up its invalid frames
-        socket.ws.close()
-        socket.ws = None
-    ws = socket.get()
-    ws.send(json.dumps({"type": "user_message", "text": "y" * 100_000, "client_msg_id": "a"}))
-    answer = json.loads(ws.recv(timeout=10))
+def test_oversized_messages_are_refused_by_the_server(
+    server: Server, socket: Socket, run: Run
+) -> None:
+    run(socket.close())  # a fresh socket: the fuzzing may have used up its invalid frames
+    assert run(socket.open())["type"] == "connection_established"
+    start = len(socket.frames)
+    run(socket.send({"type": "user_message", "text": "y" * 100_000, "client_msg_id": "a"}))
+    answer = run(socket.wait_for(lambda frame: True, timeout=10, start=start))
     assert (answer["code"], "65536" in answer["message"]) == ("bad_request", True)
-    ws.send("z" * 2_000_000)  # past the server's message limit: the server drops the socket
-    with pytest.raises(ConnectionClosed):
-        drain(ws)
+    run(socket.send_raw("z" * 2_000_000))  # past the server's message limit: it drops us
+    with pytest.raises(SocketClosed):
+        run(drain(socket))
     # autobahn drops the connection on the oversized message (1009, or 1006 when it does
     # not wait for the close handshake); the server itself lives on:
-    assert ws.close_code in (1006, 1009)
-    socket.ws = None
-    assert socket.exchange('{"type":"ping"}') == []
+    assert socket.close_code in (1006, 1009)
+    assert exchange(run, socket, '{"type":"ping"}') == []

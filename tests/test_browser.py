@@ -18,7 +18,7 @@ from playwright.sync_api import (
 )
 
 from tests.helpers import require
-from tests.servers import ROOT, Server
+from tests.servers import ROOT, Server, Servers
 
 pytestmark = pytest.mark.chromium
 
@@ -55,34 +55,27 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    """One daphne server for the tests that do not restart it."""
-    srv = Server().start()
-    yield srv
-    srv.stop()
-
-
 class Restartable:
     """A daphne server of one test, which the test may stop and start again."""
 
-    def __init__(self) -> None:
-        self.server = Server().start()
+    def __init__(self, servers: Servers) -> None:
+        self.servers = servers
+        self.server = servers.start()
 
     def restart(self) -> Server:
         """Starts a new daphne process on the same port and database (stopping the old one)."""
         old = self.server
         old.stop()
-        self.server = Server(
+        self.server = self.servers.start(
             port=old.port, workdir=old.workdir, env={"DATABASE_URL": old.env["DATABASE_URL"]}
-        ).start()
+        )
         return self.server
 
 
 @pytest.fixture
-def own_server() -> Iterator[Restartable]:
+def own_server(servers: Servers) -> Iterator[Restartable]:
     """A server of this test alone; list it before `page` so the screenshot sees it running."""
-    box = Restartable()
+    box = Restartable(servers)
     yield box
     box.server.stop()
 

@@ -8,7 +8,6 @@ import os
 import signal
 import time
 import urllib.parse
-import urllib.request
 import uuid
 from typing import Any
 
@@ -19,10 +18,7 @@ from agents.invariants import by_run, run_violations
 from tests.cluster import (
     REDIS_URL,
     PrivateRedis,
-    Socket,
     TcpProxy,
-    completed_run,
-    delivery_faults,
     postgres_database,
     query,
     record,
@@ -31,6 +27,8 @@ from tests.cluster import (
     require_redis_server,
     running_cluster,
 )
+from tests.helpers import metric
+from tests.sockets import Socket, completed_run, delivery_faults
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(180)]
 
@@ -106,7 +104,7 @@ async def test_redis_restart_mid_stream_loses_and_doubles_nothing(
             thread_id = cluster.new_thread(token)
             # Two sockets on each worker: the one holding a worker's blocking receive sees the
             # restart; the others may survive it and must still get every event.
-            sockets = [Socket(cluster[i % 2], thread_id, token) for i in range(4)]
+            sockets = [Socket(cluster[i % 2], thread_id, token=token) for i in range(4)]
             for socket in sockets:
                 await socket.ensure_open()
             runs, restarted_at, recovered_after = 6, 0.0, None
@@ -178,8 +176,8 @@ async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere(
         token = cluster.make_users("kill", 1)[0]
         thread_id = cluster.new_thread(token)
         victim, survivor = cluster[0], cluster[1]
-        client = Socket(victim, thread_id, token)
-        watcher = Socket(survivor, thread_id, token)
+        client = Socket(victim, thread_id, token=token)
+        watcher = Socket(survivor, thread_id, token=token)
         await client.ensure_open()
         await watcher.ensure_open()
         ack = await client.ask("wait 20 seconds")
@@ -241,7 +239,7 @@ async def test_cut_tcp_connection_is_closed_out_and_the_resume_gets_everything(
     ):
         token = cluster.make_users("cut", 1)[0]
         thread_id = cluster.new_thread(token)
-        client = Socket(cluster[0], thread_id, token)
+        client = Socket(cluster[0], thread_id, token=token)
         await client.ensure_open()
         connection_id = uuid.UUID(client.frames[0]["connection_id"])
         ack = await client.ask("wait 2 seconds and what is 3*3")
@@ -273,17 +271,6 @@ async def test_cut_tcp_connection_is_closed_out_and_the_resume_gets_everything(
         )
 
 
-def metric_value(worker: Any, name: str, labels: str = "") -> float:
-    """Reads one sample from a worker's /metrics."""
-    with urllib.request.urlopen(f"{worker.http}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    wanted = f"{name}{{{labels}}}" if labels else name
-    for line in text.splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 async def test_postgres_unreachable_fails_loudly_and_recovers_by_itself(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -313,14 +300,14 @@ async def _postgres_outage(
 ) -> None:
     token = cluster.make_users("pg", 1)[0]
     thread_id = cluster.new_thread(token)
-    client = Socket(cluster[0], thread_id, token)
+    client = Socket(cluster[0], thread_id, token=token)
     await client.ensure_open()
     ack = await client.ask("wait 2 seconds")
     await client.wait_for(lambda f: f.get("type") == "tool_executing")
     proxy.cut()
     cut_at = time.monotonic()
     # A new socket while the database is unreachable: the error frame, then 4503.
-    newcomer = Socket(cluster[1], thread_id, token)
+    newcomer = Socket(cluster[1], thread_id, token=token)
     refusal = await newcomer.open()
     assert (refusal["type"], refusal["code"], refusal["close_code"]) == (
         "error",
@@ -356,8 +343,8 @@ async def _postgres_outage(
     # Loud: in the logs and in the metrics.
     assert "database failure during run" in cluster[0].log_text()
     assert "database unavailable during socket authentication" in cluster[1].log_text()
-    assert metric_value(cluster[0], "netra_runs_total", 'status="failed"') >= 1
-    assert metric_value(cluster[1], "netra_ws_connections_total", 'outcome="rejected"') >= 1
+    assert metric("netra_runs_total", cluster[0], status="failed") >= 1
+    assert metric("netra_ws_connections_total", cluster[1], outcome="rejected") >= 1
     record(
         capsys,
         "postgres_outage",
@@ -389,7 +376,7 @@ async def test_capacity_overflow_every_socket_gets_all_1000_events_in_order(
     ):
         token = cluster.make_users("burst", 1)[0]
         thread_id = cluster.new_thread(token)
-        sockets = [Socket(cluster[i % 2], thread_id, token) for i in range(6)]
+        sockets = [Socket(cluster[i % 2], thread_id, token=token) for i in range(6)]
         for socket in sockets:
             await socket.ensure_open()
         # 200 expressions: 400 tool events and 600 one-word answer deltas.
@@ -409,7 +396,7 @@ async def test_capacity_overflow_every_socket_gets_all_1000_events_in_order(
         assert len(logged) >= 1000
         assert_exact(sockets, logged)
         assert all(not s.close_codes for s in sockets)
-        filled = sum(metric_value(w, "netra_event_gaps_filled_total") for w in cluster.workers)
+        filled = sum(metric("netra_event_gaps_filled_total", w) for w in cluster.workers)
         assert filled > 0, "the layer dropped nothing: capacity 5 was not exceeded"
         drops = cluster[0].log_text().count("over capacity in group")
         assert drops > 0, "channels-redis reported no drop"

@@ -12,14 +12,12 @@ from agents.invariants import run_violations
 from tests.cluster import (
     REDIS_URL,
     Cluster,
-    Socket,
-    completed_run,
-    delivery_faults,
     postgres_database,
     require_postgres,
     require_redis,
     running_cluster,
 )
+from tests.sockets import Socket, completed_run, delivery_faults
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -43,8 +41,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 async def test_socket_on_one_worker_sees_a_run_on_another(cluster: Cluster) -> None:
     token = cluster.make_users("cross", 1)[0]
     thread_id = cluster.new_thread(token)
-    watcher = Socket(cluster[0], thread_id, token)
-    sender = Socket(cluster[1], thread_id, token)
+    watcher = Socket(cluster[0], thread_id, token=token)
+    sender = Socket(cluster[1], thread_id, token=token)
     assert (await watcher.open())["type"] == "connection_established"
     assert (await sender.open())["type"] == "connection_established"
     ack = await sender.ask("what is 12*7 and 2**10")
@@ -67,11 +65,11 @@ async def test_socket_idle_on_the_redis_layer_still_receives_a_run(cluster: Clus
     """redis-py 8's default socket_timeout tore idle sockets down after ~5 s (DESIGN 10)."""
     token = cluster.make_users("idle", 1)[0]
     thread_id = cluster.new_thread(token)
-    idle = Socket(cluster[0], thread_id, token)
+    idle = Socket(cluster[0], thread_id, token=token)
     await idle.open()
     await asyncio.sleep(IDLE_SECONDS)
     assert not idle.closed.is_set(), f"the idle socket was closed with {idle.close_code}"
-    sender = Socket(cluster[1], thread_id, token)
+    sender = Socket(cluster[1], thread_id, token=token)
     await sender.open()
     ack = await sender.ask("what is 6*7")
     done = await idle.wait_for(completed_run(ack["run_id"]))

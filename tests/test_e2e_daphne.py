@@ -3,7 +3,6 @@
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,14 +11,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from agents.invariants import run_violations
-from tests.servers import Server, running
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    """One daphne server for this module."""
-    with running() as srv:
-        yield srv
+from tests.servers import Server
 
 
 @pytest.fixture(scope="module")

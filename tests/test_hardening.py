@@ -8,7 +8,6 @@ import json
 import re
 import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from django.test import AsyncClient, Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from tests import helpers
-from tests.servers import Server, running
+from tests.servers import Server
 
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 # Every text field any route takes, each a lone surrogate (JSON escapes, as a client sends).
@@ -129,12 +128,6 @@ async def test_unknown_socket_paths_are_closed_4404_with_a_frame_in_process() ->
 
 
 # --- against a real daphne with DEBUG off ---------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with running() as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
-from prometheus_client import REGISTRY
 
 from chat import auth, services
 from chat.models import ApiToken
@@ -18,7 +17,7 @@ async def test_sockets_over_the_per_user_limit_close_4429(
     thread: Any, token: str, service: Any, settings: Any
 ) -> None:
     settings.WS_MAX_SOCKETS_PER_USER = 2
-    before = REGISTRY.get_sample_value("netra_rate_limited_total", {"kind": "sockets"}) or 0
+    before = helpers.metric("netra_rate_limited_total", kind="sockets")
     first, _ = await helpers.open_socket(thread.id, token=token)
     second, _ = await helpers.open_socket(thread.id, token=token)
     third = helpers.communicator(thread.id, token=token)
@@ -29,7 +28,7 @@ async def test_sockets_over_the_per_user_limit_close_4429(
     assert frame["retry_after"] > 0
     assert await helpers.expect_close(third) == 4429
     await third.disconnect()
-    after = REGISTRY.get_sample_value("netra_rate_limited_total", {"kind": "sockets"}) or 0
+    after = helpers.metric("netra_rate_limited_total", kind="sockets")
     assert after == before + 1
     await first.disconnect()
     again, hello = await helpers.open_socket(thread.id, token=token)

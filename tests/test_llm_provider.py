@@ -19,9 +19,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
-import sentry_sdk
 import websockets
-from prometheus_client import REGISTRY
 
 from agents.checks import check_llm_provider
 from agents.invariants import run_violations
@@ -34,7 +32,7 @@ from agents.providers.openai_compat import (
     url_problem,
 )
 from tests import helpers
-from tests.servers import Server, running
+from tests.servers import Server, Servers
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -260,17 +258,9 @@ async def llm(service: Any) -> AsyncIterator[FakeLLM]:
         await server.stop()
 
 
-@pytest.fixture
-def sentry_events(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
-    """What would have gone to Sentry."""
-    captured: list[BaseException] = []
-    monkeypatch.setattr(sentry_sdk, "capture_exception", captured.append)
-    return captured
-
-
 def llm_count(outcome: str) -> float:
     """The current value of netra_llm_requests_total{outcome}."""
-    return REGISTRY.get_sample_value("netra_llm_requests_total", {"outcome": outcome}) or 0.0
+    return helpers.metric("netra_llm_requests_total", outcome=outcome)
 
 
 async def chat(thread: Any, token: str, text: str) -> list[dict[str, Any]]:
@@ -480,7 +470,7 @@ async def test_max_steps(thread: Any, token: str, llm: FakeLLM, service: Any) ->
 
 
 async def test_unreachable_server_is_llm_unavailable(
-    thread: Any, token: str, llm: FakeLLM, service: Any, sentry_events: list[BaseException]
+    thread: Any, token: str, llm: FakeLLM, service: Any, sentry_events: list[dict[str, Any]]
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -534,7 +524,7 @@ async def test_refused_credentials_are_llm_auth(
     thread: Any,
     token: str,
     llm: FakeLLM,
-    sentry_events: list[BaseException],
+    sentry_events: list[dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -583,7 +573,7 @@ async def test_rate_limit_longer_than_the_bound_fails_at_once(
 
 
 async def test_server_errors_are_retried_then_llm_error(
-    thread: Any, token: str, llm: FakeLLM, sentry_events: list[BaseException]
+    thread: Any, token: str, llm: FakeLLM, sentry_events: list[dict[str, Any]]
 ) -> None:
     llm.default = Reply(status=500, body={"error": {"message": "overloaded"}})
     before = llm_count("server_error")
@@ -774,19 +764,17 @@ def test_api_key_is_not_in_the_config_repr() -> None:
 
 
 @pytest.fixture
-def daphne_with(request: pytest.FixtureRequest) -> Iterator[Any]:
+def daphne_with(servers: Servers) -> Iterator[Any]:
     """Starts daphne with extra environment; stops it after the test."""
-    servers: list[Any] = []
+    started: list[Server] = []
 
     def start(env: dict[str, str]) -> Server:
-        manager = running(env=env)
-        server = manager.__enter__()
-        servers.append(manager)
-        return server
+        started.append(servers.start(env=env))
+        return started[-1]
 
     yield start
-    for manager in servers:
-        manager.__exit__(None, None, None)
+    for server in started:
+        server.stop()
 
 
 async def test_daphne_streams_a_model_answer_with_a_tool_call(daphne_with: Any) -> None:

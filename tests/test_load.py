@@ -24,10 +24,6 @@ from agents.invariants import by_run, run_violations
 from tests.cluster import (
     REDIS_URL,
     Cluster,
-    Socket,
-    completed_run,
-    delivery_faults,
-    metric_total,
     postgres_database,
     query,
     record,
@@ -35,6 +31,8 @@ from tests.cluster import (
     require_redis,
     running_cluster,
 )
+from tests.helpers import metric
+from tests.sockets import Socket, completed_run, delivery_faults
 
 LOAD_SECONDS = float(os.environ.get("NETRA_LOAD_SECONDS", "60"))
 USERS = 50
@@ -120,7 +118,8 @@ async def test_500_sockets_on_two_workers_lose_and_double_nothing(
         for token, thread_ids in population:
             for thread_id in thread_ids:
                 threads[thread_id] = [
-                    Socket(cluster[i % 2], thread_id, token) for i in range(SOCKETS_PER_THREAD)
+                    Socket(cluster[i % 2], thread_id, token=token)
+                    for i in range(SOCKETS_PER_THREAD)
                 ]
         sockets = [s for group in threads.values() for s in group]
         connect_started = time.monotonic()
@@ -185,9 +184,7 @@ async def test_500_sockets_on_two_workers_lose_and_double_nothing(
         # All 500 close at once: each worker leaves hundreds of groups concurrently (this
         # exhausted redis-py 8's default pool of 100 connections before REDIS_MAX_CONNECTIONS).
         await asyncio.gather(*(s.close() for s in sockets))
-        layer_errors = sum(
-            metric_total(w, "netra_channel_layer_errors_total") for w in cluster.workers
-        )
+        layer_errors = sum(metric("netra_channel_layer_errors_total", w) for w in cluster.workers)
         assert layer_errors == 0, [w.log_tail() for w in cluster.workers]
         for worker in cluster.workers:
             assert "Traceback" not in worker.log_text(), worker.log_tail()

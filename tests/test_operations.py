@@ -3,31 +3,23 @@
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import sentry_sdk
 from channels.db import database_sync_to_async
 from django.core.management import call_command
 from django.db import OperationalError
 from django.test import AsyncClient, Client
 from django.utils import timezone
-from prometheus_client import REGISTRY
-from sentry_sdk.transport import Transport
 
 from chat.connections import WORKER_ID, process_heartbeat, reap_connections
 from chat.models import Connection, ConnectionStateLog, ServerProcess
 from netra_site.logs import JsonFormatter
-from netra_site.sentry import init_sentry
 from tests import helpers
+from tests.helpers import metric
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # --- /readyz ------------------------------------------------------------------------------
@@ -96,13 +88,13 @@ async def test_event_flow_check_names_the_missing_event_when_the_layer_is_broken
         raise ConnectionError("layer down")
 
     monkeypatch.setattr(InMemoryChannelLayer, "group_send", broken_group_send)
-    before = sample("netra_channel_layer_errors_total", operation="group_send")
+    before = metric("netra_channel_layer_errors_total", operation="group_send")
     response = await AsyncClient().get(
         "/healthz/events", headers={"Authorization": f"Bearer {staff_token}"}
     )
     assert response.status_code == 503
     assert response.json()["missing"] == "agent_started"
-    assert sample("netra_channel_layer_errors_total", operation="group_send") > before
+    assert metric("netra_channel_layer_errors_total", operation="group_send") > before
 
 
 async def test_event_flow_check_needs_staff_or_the_health_token(
@@ -131,16 +123,16 @@ async def test_metrics_follow_a_run_a_refusal_and_a_gap_fill(
     thread: Any, token: str, service: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = {
-        "accepted": sample("netra_ws_connections_total", outcome="accepted"),
-        "rejected": sample("netra_ws_connections_total", outcome="rejected"),
-        "auth": sample("netra_ws_auth_failures_total", code="unauthenticated"),
-        "emitted": sample("netra_events_emitted_total", type="agent_completed"),
-        "delivered": sample("netra_events_delivered_total", type="agent_completed"),
-        "runs": sample("netra_runs_total", status="completed"),
-        "calls": sample("netra_tool_calls_total", tool="calculator", status="error"),
-        "latency": sample("netra_event_delivery_seconds_count"),
-        "gaps": sample("netra_event_gaps_filled_total"),
-        "to_connected": sample(
+        "accepted": metric("netra_ws_connections_total", outcome="accepted"),
+        "rejected": metric("netra_ws_connections_total", outcome="rejected"),
+        "auth": metric("netra_ws_auth_failures_total", code="unauthenticated"),
+        "emitted": metric("netra_events_emitted_total", type="agent_completed"),
+        "delivered": metric("netra_events_delivered_total", type="agent_completed"),
+        "runs": metric("netra_runs_total", status="completed"),
+        "calls": metric("netra_tool_calls_total", tool="calculator", status="error"),
+        "latency": metric("netra_event_delivery_seconds_count"),
+        "gaps": metric("netra_event_gaps_filled_total"),
+        "to_connected": metric(
             "netra_ws_state_transitions_total", from_state="AUTHENTICATING", to_state="CONNECTED"
         ),
     }
@@ -161,26 +153,26 @@ async def test_metrics_follow_a_run_a_refusal_and_a_gap_fill(
     await service.wait_idle()
     await helpers.receive_until(comm, helpers.completed)
     await comm.disconnect()
-    assert sample("netra_ws_connections_total", outcome="accepted") == before["accepted"] + 2
-    assert sample("netra_ws_connections_total", outcome="rejected") == before["rejected"] + 1
-    assert sample("netra_ws_auth_failures_total", code="unauthenticated") == before["auth"] + 1
-    assert sample("netra_events_emitted_total", type="agent_completed") == before["emitted"] + 2
-    assert sample("netra_events_delivered_total", type="agent_completed") == (
+    assert metric("netra_ws_connections_total", outcome="accepted") == before["accepted"] + 2
+    assert metric("netra_ws_connections_total", outcome="rejected") == before["rejected"] + 1
+    assert metric("netra_ws_auth_failures_total", code="unauthenticated") == before["auth"] + 1
+    assert metric("netra_events_emitted_total", type="agent_completed") == before["emitted"] + 2
+    assert metric("netra_events_delivered_total", type="agent_completed") == (
         before["delivered"] + 2
     )
-    assert sample("netra_runs_total", status="completed") == before["runs"] + 2
-    assert sample("netra_tool_calls_total", tool="calculator", status="error") == (
+    assert metric("netra_runs_total", status="completed") == before["runs"] + 2
+    assert metric("netra_tool_calls_total", tool="calculator", status="error") == (
         before["calls"] + 1
     )
-    assert sample("netra_event_delivery_seconds_count") > before["latency"]
-    assert sample("netra_event_gaps_filled_total") > before["gaps"]
+    assert metric("netra_event_delivery_seconds_count") > before["latency"]
+    assert metric("netra_event_gaps_filled_total") > before["gaps"]
     assert (
-        sample(
+        metric(
             "netra_ws_state_transitions_total", from_state="AUTHENTICATING", to_state="CONNECTED"
         )
         == before["to_connected"] + 2
     )
-    assert sample("netra_runs_active") == 0
+    assert metric("netra_runs_active") == 0
 
 
 def test_metrics_endpoint_serves_loopback_only() -> None:
@@ -231,27 +223,6 @@ def test_reaper_closes_connections_of_a_dead_process_and_stuck_ones() -> None:
 
 
 # --- Sentry ---------------------------------------------------------------------------------
-
-
-class CapturingTransport(Transport):
-    """A real sentry-sdk transport that keeps the events instead of sending them."""
-
-    events: list[dict[str, Any]] = []
-
-    def capture_envelope(self, envelope: Any) -> None:
-        for item in envelope.items:
-            if item.type == "event":
-                CapturingTransport.events.append(item.payload.json)
-
-
-@pytest.fixture
-def sentry_events() -> Iterator[list[dict[str, Any]]]:
-    CapturingTransport.events = []
-    init_sentry(
-        dsn="https://public@127.0.0.1/1", send_message_text=False, transport=CapturingTransport
-    )
-    yield CapturingTransport.events
-    sentry_sdk.init(dsn=None)
 
 
 def chain(event: dict[str, Any]) -> list[str]:

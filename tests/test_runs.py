@@ -5,7 +5,6 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from prometheus_client import REGISTRY
 
 from agents.invariants import by_run, run_violations
 from agents.models import AgentRun
@@ -203,7 +202,7 @@ async def test_gap_fill_when_the_layer_drops_at_capacity(
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 3}}
     }
     settings.AGENT_STREAM_CHUNK = 1  # one delta per word: a burst of events
-    gaps_before = REGISTRY.get_sample_value("netra_event_gaps_filled_total") or 0
+    gaps_before = helpers.metric("netra_event_gaps_filled_total")
     comm, _ = await helpers.open_socket(thread.id, token=token)
     text = "what is " + " and ".join(f"{i}*{i}" for i in range(1, 13))
     await helpers.send(comm, helpers.message(text))
@@ -213,7 +212,7 @@ async def test_gap_fill_when_the_layer_drops_at_capacity(
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert len(events) > 40
     assert run_violations(events) == []
-    gaps = (REGISTRY.get_sample_value("netra_event_gaps_filled_total") or 0) - gaps_before
+    gaps = helpers.metric("netra_event_gaps_filled_total") - gaps_before
     assert gaps > 0, "the layer dropped nothing: this test did not exercise gap fill"
     await comm.disconnect()
 

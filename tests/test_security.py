@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,17 +16,14 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from agents.invariants import by_run, run_violations
 from tests import helpers
-from tests.servers import PYTHON, ROOT, Server, base_env, running
+from tests.servers import PYTHON, ROOT, Server, Servers, base_env
 
 USERS = 50
 RUNS_PER_USER = 5
 PASSWORD = "pw-Secret-123"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with running(env={"AGENT_STREAM_DELAY": "0"}) as srv:
-        yield srv
+SERVER_ENV = {"AGENT_STREAM_DELAY": "0"}
 
 
 async def user_session(server: Server, token: str, index: int) -> dict[str, Any]:
@@ -171,8 +167,8 @@ def test_check_deploy_is_clean_with_https() -> None:
     assert "no issues" in result.stdout
 
 
-def test_debug_off_refuses_to_start_without_a_secret_key() -> None:
-    server = Server()
+def test_debug_off_refuses_to_start_without_a_secret_key(servers: Servers) -> None:
+    server = servers.make()
     server.env.pop("SECRET_KEY")
     with pytest.raises(RuntimeError, match="daphne exited"):
         server.start(timeout=30)

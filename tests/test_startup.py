@@ -4,7 +4,7 @@ import pytest
 from django.test import override_settings
 
 from chat.checks import check_channel_layer
-from tests.servers import Server
+from tests.servers import Servers
 
 
 @pytest.mark.parametrize(
@@ -32,8 +32,8 @@ def test_missing_or_unusable_channel_layer_is_a_check_error(
     assert messages[0].is_serious()
 
 
-def test_the_server_refuses_to_start_with_a_failing_check() -> None:
-    server = Server(env={"AGENT_PROVIDER": "no-such-provider"})
+def test_the_server_refuses_to_start_with_a_failing_check(servers: Servers) -> None:
+    server = servers.make(env={"AGENT_PROVIDER": "no-such-provider"})
     with pytest.raises(RuntimeError, match="daphne exited"):
         server.start(timeout=30)
     assert "System checks failed" in server.log_text()
