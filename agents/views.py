@@ -37,8 +37,7 @@ async def api_post_message(
             client_msg_id=body.client_msg_id,
         )
     except NetraError as err:
-        err.ref = body.client_msg_id
-        raise
+        raise err.with_ref(body.client_msg_id) from err
     return JsonResponse(
         {
             "message_id": str(result.message_id),

@@ -13,7 +13,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from chat.auth import Principal, parse_bearer, principal_from_token
-from chat.errors import NetraError, forbidden, unauthenticated, unavailable
+from chat.errors import ErrorCode, NetraError, forbidden, unauthenticated, unavailable
 
 logger = logging.getLogger("netra.api")
 
@@ -45,7 +45,9 @@ async def authenticate_request(request: HttpRequest) -> Principal:
         raise forbidden()
     if request.method not in ("GET", "HEAD", "OPTIONS") and _csrf_failure(request) is not None:
         raise NetraError(
-            "csrf_failed", "CSRF verification failed; send the X-CSRFToken header.", status=403
+            ErrorCode.CSRF_FAILED,
+            "CSRF verification failed; send the X-CSRFToken header.",
+            status=403,
         )
     return Principal(user=user)
 
@@ -57,9 +59,9 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise NetraError("bad_request", "The body is not valid JSON.") from exc
+        raise NetraError(ErrorCode.BAD_REQUEST, "The body is not valid JSON.") from exc
     if not isinstance(body, dict):
-        raise NetraError("bad_request", "The body must be a JSON object.")
+        raise NetraError(ErrorCode.BAD_REQUEST, "The body must be a JSON object.")
     return body
 
 
@@ -80,7 +82,9 @@ def api_view(*methods: str) -> Callable[[View], Any]:
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
                 return error_response(
-                    NetraError("method_not_allowed", f"Use {' or '.join(methods)}.", status=405)
+                    NetraError(
+                        ErrorCode.METHOD_NOT_ALLOWED, f"Use {' or '.join(methods)}.", status=405
+                    )
                 )
             try:
                 principal = await authenticate_request(request)

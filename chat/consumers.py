@@ -21,13 +21,15 @@ from chat.auth import Principal, header, principal_from_scope
 from chat.broadcaster import thread_group, token_group
 from chat.connections import ConnectionTracker, remember_unflushed
 from chat.errors import (
-    CLOSE_PROTOCOL_ERROR,
     CLOSE_RATE_LIMITED,
+    ErrorCode,
     NetraError,
     auth_timeout,
     internal_error,
+    protocol_error,
     rate_limited,
     report_exception,
+    run_not_active,
     thread_not_found,
     unauthenticated,
     unavailable,
@@ -51,7 +53,9 @@ logger = logging.getLogger("netra.consumer")
 
 # What a send raises when the peer is already gone: daphne (autobahn) and uvicorn.
 PEER_GONE: tuple[type[Exception], ...] = (Disconnected, OSError)
-AUTH_FAILURE_CODES = frozenset({"unauthenticated", "forbidden", "auth_timeout"})
+AUTH_FAILURE_CODES = frozenset(
+    {ErrorCode.UNAUTHENTICATED, ErrorCode.FORBIDDEN, ErrorCode.AUTH_TIMEOUT}
+)
 REPLAY_PAGE = 1000
 # After the last event a socket forwarded, how long it waits before asking the log whether
 # the channel layer lost the tail of a burst (a lost last event has no successor to reveal it).
@@ -412,8 +416,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 extra={"connection_id": self.tracker.id, "thread_id": self.thread_id},
             )
             down = unavailable("The database is unavailable; retry shortly.")
-            down.close_code, down.ref = None, _ref(frame)
-            await self._send(down.frame())
+            await self._send(down.without_close().with_ref(_ref(frame)).frame())
 
     async def _invalid_frame(self, err: NetraError) -> None:
         now = time.monotonic()
@@ -423,11 +426,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.invalid_frames.popleft()
         if len(self.invalid_frames) >= settings.WS_MAX_INVALID_FRAMES:
             await self._close_with(
-                NetraError(
-                    "protocol_error",
+                protocol_error(
                     f"Too many invalid frames ({len(self.invalid_frames)} "
-                    f"within {window:g} s); last: {err.message}",
-                    close_code=CLOSE_PROTOCOL_ERROR,
+                    f"within {window:g} s); last: {err.message}"
                 )
             )
             return
@@ -451,8 +452,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 client_msg_id=frame.client_msg_id,
             )
         except NetraError as err:
-            err.ref = frame.client_msg_id
-            raise
+            raise err.with_ref(frame.client_msg_id) from err
         await self._send(
             {
                 "type": "ack",
@@ -469,13 +469,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await self.service.cancel(run_id=frame.run_id, user=self.principal.user)
         except NetraError as err:
-            if err.code == "run_not_found":
+            if err.code == ErrorCode.RUN_NOT_FOUND:
                 # The socket protocol has one answer for any run that cannot be cancelled.
-                raise NetraError(
-                    "run_not_active", "That run is not active.", ref=str(frame.run_id)
-                ) from err
-            err.ref = str(frame.run_id)
-            raise
+                raise run_not_active().with_ref(str(frame.run_id)) from err
+            raise err.with_ref(str(frame.run_id)) from err
 
     # --- run events -----------------------------------------------------------------------
 

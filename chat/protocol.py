@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from chat.errors import NetraError
+from chat.errors import bad_request
 
 PROTOCOL_VERSION = 1
 MAX_SEQ = 2**62  # seqs are 64-bit in the database; larger numbers are bad requests
@@ -46,11 +46,6 @@ ClientFrame = Annotated[
 ]
 _client_frame = TypeAdapter(ClientFrame)
 _TAGS = {"user_message", "cancel", "resume", "ping"}
-
-
-def bad_request(message: str, ref: str | None = None) -> NetraError:
-    """Returns the answer to an invalid client frame (the socket stays open)."""
-    return NetraError("bad_request", message, status=400, ref=ref)
 
 
 def describe_error(exc: ValidationError) -> str:

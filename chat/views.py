@@ -15,7 +15,7 @@ from django.views.decorators.http import require_http_methods
 from chat import selectors, services
 from chat.api import api_view, json_body
 from chat.auth import Principal
-from chat.errors import NetraError, thread_not_found
+from chat.errors import ErrorCode, NetraError, thread_not_found
 from chat.events import events_after
 from chat.protocol import MAX_SEQ
 
@@ -75,7 +75,7 @@ async def api_threads(request: HttpRequest, principal: Principal) -> JsonRespons
         body = json_body(request)
         title = body.get("title", "")
         if not isinstance(title, str):
-            raise NetraError("bad_request", "'title' must be a string.")
+            raise NetraError(ErrorCode.BAD_REQUEST, "'title' must be a string.")
         thread = await database_sync_to_async(services.thread_create)(
             owner=principal.user, title=title
         )
@@ -123,8 +123,8 @@ def _int_param(request: HttpRequest, name: str, *, default: int, low: int, high:
     try:
         value = int(raw)
     except ValueError as exc:
-        raise NetraError("bad_request", f"'{name}' must be an integer.") from exc
+        raise NetraError(ErrorCode.BAD_REQUEST, f"'{name}' must be an integer.") from exc
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise NetraError("bad_request", f"'{name}' must be {bound}.")
+        raise NetraError(ErrorCode.BAD_REQUEST, f"'{name}' must be {bound}.")
     return value
