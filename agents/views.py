@@ -56,7 +56,10 @@ async def api_cancel_run(
     service = agent_service()
     if service is None:
         raise unavailable("The agent service is not running; retry shortly.")
-    await service.cancel(run_id=run_id, user=principal.user)
+    try:
+        await service.cancel(run_id=run_id, user=principal.user)
+    except NetraError as err:
+        raise err.with_ref(str(run_id)) from err
     return JsonResponse({"run_id": str(run_id), "status": "cancelling"}, status=202)
 
 

@@ -66,7 +66,7 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 
 
 def error_response(err: NetraError) -> JsonResponse:
-    """Returns `{"error": {"code", "message"}}` with the error's status."""
+    """Returns `{"error": {"code", "message", "ref"?}}` with the error's status."""
     response = JsonResponse(err.body(), status=err.status)
     if err.retry_after is not None:
         response["Retry-After"] = str(max(1, round(err.retry_after)))

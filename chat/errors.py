@@ -125,8 +125,11 @@ class NetraError(Exception):
         return frame
 
     def body(self) -> dict[str, Any]:
-        """Returns the JSON body of the HTTP API."""
-        return {"error": {"code": self.code, "message": self.message}}
+        """Returns the JSON body of the HTTP API: `{"error": {"code", "message", "ref"?}}`."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.ref is not None:
+            error["ref"] = self.ref
+        return {"error": error}
 
 
 _FIELDS = ("code", "message", "status", "close_code", "retry_after", "ref")
