@@ -72,13 +72,16 @@ def test_copies_change_one_field_and_leave_the_original() -> None:
     assert (kept_open.code, kept_open.status, kept_open.ref) == ("unavailable", 503, "m-7")
 
 
-def test_errors_still_chain_and_take_notes() -> None:
+def _raise_chained() -> None:
     try:
-        try:
-            raise KeyError("inner")
-        except KeyError as exc:
-            raise unavailable().with_ref("r") from exc
-    except NetraError as err:
-        err.add_note("seen")
-        assert isinstance(err.__cause__, KeyError)
-        assert err.__notes__ == ["seen"]
+        raise KeyError("inner")
+    except KeyError as exc:
+        raise unavailable().with_ref("r") from exc
+
+
+def test_errors_still_chain_and_take_notes() -> None:
+    with pytest.raises(NetraError) as caught:
+        _raise_chained()
+    caught.value.add_note("seen")
+    assert isinstance(caught.value.__cause__, KeyError)
+    assert caught.value.__notes__ == ["seen"]
