@@ -23,7 +23,7 @@ def wire_codes_in_source() -> set[str]:
                     name = getattr(node.func, "id", getattr(node.func, "attr", ""))
                     first = node.args[0]
                     if name in ERROR_TYPES and isinstance(first, ast.Constant):
-                        codes.add(first.value)
+                        codes.add(str(first.value))
                 if isinstance(node, ast.Dict):
                     for key, value in zip(node.keys, node.values, strict=True):
                         if (
