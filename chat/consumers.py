@@ -35,6 +35,7 @@ from chat.errors import (
     unavailable,
 )
 from chat.events import encoded_events_after
+from chat.layer_receive import ChannelLayerReceiveError, GuardedLayerReceive
 from chat.models import ConnectionState as S
 from chat.ports import AgentServicePort, agent_service
 from chat.protocol import (
@@ -80,7 +81,7 @@ def _lookup(scope: dict[str, Any], thread_id: uuid.UUID | None) -> Principal:
     return principal
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
     """One socket on a thread: authenticates, forwards run events gaplessly, takes commands."""
 
     tracker: ConnectionTracker
@@ -90,14 +91,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
     last_seq = 0
     accepted = False
     joined = False
+    watch_task: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Runs the socket; if the channel layer's receive fails (Redis restarted or gone),
-        closes it with 4503 instead of letting the server tear it down with 1011."""
+        """Runs the socket. A failed channel-layer receive closes it with 4503, a bug that
+        escapes dispatch with 4500; either way the server would otherwise tear it down with
+        1011 and leave it CONNECTED in the state log."""
         try:
             await super().__call__(scope, receive, send)
-        except Exception as exc:  # noqa: BLE001 - past dispatch() only the layer's receive raises
-            await self._layer_lost(exc)
+        except ChannelLayerReceiveError as exc:
+            cause = exc.__cause__
+            await self._layer_lost(cause if isinstance(cause, Exception) else exc)
+        except Exception as exc:  # noqa: BLE001 - reported, then the socket is closed with 4500
+            await self._fail(exc, during="dispatch")
+            if self.watch_task is not None:
+                self.watch_task.cancel()
+            if self.joined:
+                await self._leave()
+            tracker = getattr(self, "tracker", None)
+            if tracker is not None and tracker.state != S.CLOSED:
+                tracker.transition(S.CLOSED, "closed with 4500 after an internal error")
+                await self._flush_quietly()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Runs a handler; an unexpected exception ends in an `error` frame and close 4500."""
