@@ -1,6 +1,17 @@
-"""Errors of the agent runtime, each with a wire code."""
+"""Errors of the agent runtime, each with a wire code (the codes are listed in
+chat.errors.ErrorCode; the run API's answers are defined there too, since chat answers them
+on the socket)."""
 
-from chat.errors import NetraError
+from chat.errors import run_in_progress, run_not_active, run_not_found
+
+__all__ = [
+    "AgentFailure",
+    "ToolCrashedError",
+    "ToolError",
+    "run_in_progress",
+    "run_not_active",
+    "run_not_found",
+]
 
 
 class ToolError(Exception):
@@ -24,22 +35,3 @@ class AgentFailure(Exception):
         self.code = code
         self.message = message
         self.retryable = retryable
-
-
-def run_in_progress() -> NetraError:
-    """Returns the answer to a second message while a run is active on the thread."""
-    return NetraError(
-        "run_in_progress",
-        "A run is active on this thread; wait for it to finish or cancel it.",
-        status=409,
-    )
-
-
-def run_not_active() -> NetraError:
-    """Returns the answer to cancelling a run that is not active."""
-    return NetraError("run_not_active", "That run is not active.", status=409)
-
-
-def run_not_found() -> NetraError:
-    """Returns the answer for a missing run and another user's alike."""
-    return NetraError("run_not_found", "No such run.", status=404)

@@ -36,8 +36,7 @@ async def api_post_message(
             client_msg_id=body.client_msg_id,
         )
     except NetraError as err:
-        err.ref = body.client_msg_id
-        raise
+        raise err.with_ref(body.client_msg_id) from err
     return JsonResponse(
         {
             "message_id": str(result.message_id),
@@ -56,7 +55,10 @@ async def api_cancel_run(
     service = agent_service()
     if service is None:
         raise unavailable("The agent service is not running; retry shortly.")
-    await service.cancel(run_id=run_id, user=principal.user)
+    try:
+        await service.cancel(run_id=run_id, user=principal.user)
+    except NetraError as err:
+        raise err.with_ref(str(run_id)) from err
     return JsonResponse({"run_id": str(run_id), "status": "cancelling"}, status=202)
 
 

@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from chat.auth import Principal, parse_bearer, principal_from_token
-from chat.errors import NetraError, forbidden, unauthenticated, unavailable
+from chat.errors import ErrorCode, NetraError, forbidden, unauthenticated, unavailable
 from chat.protocol import describe_error
 
 logger = logging.getLogger("netra.api")
@@ -71,7 +71,9 @@ async def authenticate_request(request: HttpRequest) -> Principal:
         raise forbidden()
     if request.method not in ("GET", "HEAD", "OPTIONS") and _csrf_failure(request) is not None:
         raise NetraError(
-            "csrf_failed", "CSRF verification failed; send the X-CSRFToken header.", status=403
+            ErrorCode.CSRF_FAILED,
+            "CSRF verification failed; send the X-CSRFToken header.",
+            status=403,
         )
     return Principal(user=user)
 
@@ -79,7 +81,7 @@ async def authenticate_request(request: HttpRequest) -> Principal:
 def too_large() -> NetraError:
     """Returns the 413 answer to a body over API_MAX_BODY_BYTES."""
     limit = settings.API_MAX_BODY_BYTES
-    return NetraError("too_large", f"The body is larger than {limit} bytes.", status=413)
+    return NetraError(ErrorCode.TOO_LARGE, f"The body is larger than {limit} bytes.", status=413)
 
 
 def read_body(request: HttpRequest, model: type[B]) -> B:
@@ -90,7 +92,9 @@ def read_body(request: HttpRequest, model: type[B]) -> B:
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError as exc:
-        raise NetraError("bad_request", "The Content-Length header is not a number.") from exc
+        raise NetraError(
+            ErrorCode.BAD_REQUEST, "The Content-Length header is not a number."
+        ) from exc
     if declared > limit:
         raise too_large()
     raw = request.body  # past DATA_UPLOAD_MAX_MEMORY_SIZE: RequestDataTooBig, a 413 too
@@ -108,9 +112,9 @@ def read_body(request: HttpRequest, model: type[B]) -> B:
             message = "The body must be a JSON object."
         else:
             message = describe_error(exc)
-        raise NetraError("bad_request", message) from exc
+        raise NetraError(ErrorCode.BAD_REQUEST, message) from exc
     if _has_nul(parsed.model_dump()):  # PostgreSQL text cannot hold it: refuse it everywhere
-        raise NetraError("bad_request", "Text may not contain NUL (\\u0000) characters.")
+        raise NetraError(ErrorCode.BAD_REQUEST, "Text may not contain NUL (\\u0000) characters.")
     return parsed
 
 
@@ -125,7 +129,7 @@ def _has_nul(value: Any) -> bool:
 
 
 def error_response(err: NetraError) -> JsonResponse:
-    """Returns `{"error": {"code", "message"}}` with the error's status."""
+    """Returns `{"error": {"code", "message", "ref"?}}` with the error's status."""
     response = JsonResponse(err.body(), status=err.status)
     if err.retry_after is not None:
         response["Retry-After"] = str(max(1, round(err.retry_after)))
@@ -144,7 +148,9 @@ def api_view(*methods: str, body: type[BaseModel] | None = None) -> Callable[[Vi
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
                 return error_response(
-                    NetraError("method_not_allowed", f"Use {' or '.join(methods)}.", status=405)
+                    NetraError(
+                        ErrorCode.METHOD_NOT_ALLOWED, f"Use {' or '.join(methods)}.", status=405
+                    )
                 )
             try:
                 principal = await authenticate_request(request)

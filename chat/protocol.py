@@ -1,12 +1,15 @@
 """WebSocket protocol v1: client frames (validated with pydantic) and server frames."""
 
+import collections
 import json
+import time
 import uuid
 from typing import Annotated, Any, Literal
 
+from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from chat.errors import NetraError
+from chat.errors import bad_request
 
 PROTOCOL_VERSION = 1
 MAX_SEQ = 2**62  # seqs are 64-bit in the database; larger numbers are bad requests
@@ -46,11 +49,6 @@ ClientFrame = Annotated[
 ]
 _client_frame = TypeAdapter(ClientFrame)
 _TAGS = {"user_message", "cancel", "resume", "ping"}
-
-
-def bad_request(message: str, ref: str | None = None) -> NetraError:
-    """Returns the answer to an invalid client frame (the socket stays open)."""
-    return NetraError("bad_request", message, status=400, ref=ref)
 
 
 def describe_error(exc: ValidationError) -> str:
@@ -97,3 +95,27 @@ def parse_client_frame(text: str, *, max_bytes: int) -> ClientFrame:
 def encode(frame: dict[str, Any]) -> str:
     """Encodes a server frame as compact JSON."""
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def ref_of(frame: ClientFrame) -> str | None:
+    """The `ref` of an answer to `frame`: the client_msg_id or run_id it named."""
+    if isinstance(frame, UserMessageFrame):
+        return frame.client_msg_id
+    if isinstance(frame, CancelFrame):
+        return str(frame.run_id)
+    return None
+
+
+class InvalidFrames:
+    """A socket's invalid frames within the last WS_INVALID_FRAME_WINDOW seconds."""
+
+    def __init__(self) -> None:
+        self._at: collections.deque[float] = collections.deque()
+
+    def count(self) -> int:
+        """Counts one more invalid frame; returns how many fell within the window."""
+        now = time.monotonic()
+        self._at.append(now)
+        while self._at and now - self._at[0] > settings.WS_INVALID_FRAME_WINDOW:
+            self._at.popleft()
+        return len(self._at)

@@ -11,7 +11,7 @@ from django.urls import path, re_path
 
 from chat.auth import header
 from chat.consumers import ChatConsumer
-from chat.errors import CLOSE_THREAD_NOT_FOUND, NetraError
+from chat.errors import CLOSE_THREAD_NOT_FOUND, ErrorCode, NetraError
 from chat.protocol import encode
 
 
@@ -38,7 +38,7 @@ class NoSuchEndpoint(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Accepts, explains, closes."""
         err = NetraError(
-            "not_found",
+            ErrorCode.NOT_FOUND,
             "No WebSocket endpoint at this path; connect to /ws/chat/<thread_id>/.",
             status=404,
             close_code=CLOSE_THREAD_NOT_FOUND,

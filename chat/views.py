@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 from chat import selectors, services
 from chat.api import ThreadBody, api_view, error_response
 from chat.auth import Principal
-from chat.errors import NetraError, rate_limited, thread_not_found
+from chat.errors import ErrorCode, NetraError, rate_limited, thread_not_found
 from chat.events import events_after, isoformat
 from chat.models import Thread
 from chat.protocol import MAX_SEQ
@@ -157,8 +157,8 @@ def _int_param(request: HttpRequest, name: str, *, default: int, low: int, high:
     try:
         value = int(raw)
     except ValueError as exc:
-        raise NetraError("bad_request", f"'{name}' must be an integer.") from exc
+        raise NetraError(ErrorCode.BAD_REQUEST, f"'{name}' must be an integer.") from exc
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise NetraError("bad_request", f"'{name}' must be {bound}.")
+        raise NetraError(ErrorCode.BAD_REQUEST, f"'{name}' must be {bound}.")
     return value

@@ -1,0 +1,239 @@
+"""Delivery of a thread's run events to one socket: in seq order, with no gap and no double.
+
+The event log is the source of truth; the channel layer is only the fast path, and it
+loses messages silently (over capacity, while Redis reconnects, after a Redis restart has
+forgotten the group memberships). So a socket remembers the last seq it sent, fills any gap
+from the log before forwarding, asks the log for a lost tail once events stop arriving,
+and re-joins its groups now and then (docs/architecture.md).
+"""
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import DatabaseError
+
+from chat import metrics, selectors
+from chat.broadcaster import thread_group, token_group
+from chat.errors import report_exception, unavailable
+from chat.events import encoded_events_after
+from chat.protocol import encode
+
+logger = logging.getLogger("netra.delivery")
+
+REPLAY_PAGE = 1000
+# After the last event a socket forwarded, how long it waits before asking the log whether
+# the channel layer lost the tail of a burst (a lost last event has no successor to reveal it).
+TAIL_CHECK_AFTER = 1.0
+LAST_EVENT = "agent_completed"
+
+SendText = Callable[[str], Awaitable[None]]
+
+
+class Delivery:
+    """What one socket has been sent of its thread's log, and how it stays gapless.
+
+    Its coroutines other than the watch run on the consumer's dispatch, one at a time, so
+    `last_seq` is never raced; the watch only queues a `tail.check` to the socket's own
+    channel, which the consumer hands back to `check_tail`.
+    """
+
+    def __init__(
+        self,
+        *,
+        layer: Any,
+        channel_name: str,
+        thread_id: uuid.UUID,
+        token_id: uuid.UUID | None,
+        send_text: SendText,
+        connection_id: uuid.UUID,
+    ) -> None:
+        self.layer = layer
+        self.channel_name = channel_name
+        self.thread_id = thread_id
+        self.groups: tuple[str, ...] = (thread_group(str(thread_id)),)
+        if token_id is not None:  # a socket opened with a token goes when the token does
+            self.groups += (token_group(token_id),)
+        self.send_text = send_text
+        self.connection_id = connection_id
+        self.last_seq = 0
+        self.last_event_at = 0.0
+        self.tail_dirty = True
+        self.joined = False
+        self.watch_task: asyncio.Task[None] | None = None
+
+    def _context(self) -> dict[str, Any]:
+        return {"connection_id": self.connection_id, "thread_id": self.thread_id}
+
+    # --- group membership -----------------------------------------------------------------
+
+    async def join(self) -> None:
+        """Adds the socket to its groups, then takes the log's last seq as where delivery
+        starts: in this order, an event logged in between comes by the group. Raises
+        `unavailable` if the layer fails (DatabaseError if the log does)."""
+        try:
+            for group in self.groups:
+                await self.layer.group_add(group, self.channel_name)
+        except Exception as exc:
+            metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
+            report_exception(exc, "group_add failed", throttle="group_add", **self._context())
+            raise unavailable("The channel layer is unavailable; retry shortly.") from exc
+        self.joined = True
+        self.last_seq = await database_sync_to_async(selectors.thread_last_seq)(
+            thread_id=self.thread_id
+        )
+
+    async def leave(self) -> None:
+        """Removes the socket from its groups, if it joined; a failure is logged and counted."""
+        if not self.joined:
+            return
+        self.joined = False
+        try:
+            for group in self.groups:
+                await self.layer.group_discard(group, self.channel_name)
+        except Exception as exc:
+            metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
+            logger.warning("group_discard failed: %s", exc, exc_info=exc, extra=self._context())
+
+    async def rejoin(self) -> None:
+        """Adds the socket to its groups again, then asks for a tail check.
+
+        A Redis restarted without persistence forgets every group membership, and
+        group_expiry drops old ones silently: a socket that outlives either would stop
+        receiving. Re-adding is idempotent; the tail check fetches what was missed meanwhile.
+        """
+        try:
+            for group in self.groups:
+                await self.layer.group_add(group, self.channel_name)
+        except Exception as exc:  # noqa: BLE001 - retried at the next refresh
+            metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
+            logger.warning(
+                "could not re-join the groups: %s", exc, extra={"connection_id": self.connection_id}
+            )
+            return
+        self.tail_dirty = True
+
+    # --- the watch ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts the watch."""
+        self.watch_task = asyncio.create_task(self._watch())
+
+    def stop(self) -> None:
+        """Stops the watch."""
+        if self.watch_task is not None:
+            self.watch_task.cancel()
+
+    def expect_events(self) -> None:
+        """Notes that a run was started: its tail is checked even if no event arrives."""
+        self.tail_dirty = True
+
+    async def _watch(self) -> None:
+        """Asks for a tail check when events stopped arriving after some had come, and
+        re-joins the groups every WS_GROUP_REFRESH_INTERVAL seconds."""
+        interval = settings.WS_GROUP_REFRESH_INTERVAL
+        rejoin_at = time.monotonic() + random.uniform(0.5, 1.0) * interval  # noqa: S311
+        while True:
+            await asyncio.sleep(TAIL_CHECK_AFTER)
+            if time.monotonic() >= rejoin_at:
+                rejoin_at = time.monotonic() + interval
+                await self.rejoin()
+            if self.tail_dirty and time.monotonic() - self.last_event_at >= TAIL_CHECK_AFTER:
+                self.tail_dirty = False
+                try:
+                    await self.layer.send(self.channel_name, {"type": "tail.check"})
+                except Exception as exc:  # noqa: BLE001 - retried on the next tick
+                    self.tail_dirty = True
+                    metrics.CHANNEL_LAYER_ERRORS.labels(operation="send").inc()
+                    logger.warning(
+                        "tail check could not be queued: %s",
+                        exc,
+                        extra={"connection_id": self.connection_id},
+                    )
+
+    # --- events ---------------------------------------------------------------------------
+
+    async def forward(self, message: dict[str, Any]) -> None:
+        """Forwards one `thread.event` in seq order, filling a gap from the log first; an
+        event the socket already has is dropped."""
+        seq = message["seq"]
+        if seq <= self.last_seq:
+            return
+        if seq > self.last_seq + 1:
+            await self.fill_gap(up_to=seq - 1)
+        await self.send_text(message["text"])
+        self.last_seq = seq
+        metrics.EVENTS_DELIVERED.labels(type=message["event_type"]).inc()
+        metrics.EVENT_DELIVERY_SECONDS.observe(max(0.0, time.time() - message["emitted_at"]))
+        self.last_event_at = time.monotonic()
+        self.tail_dirty = message["event_type"] != LAST_EVENT
+
+    async def check_tail(self) -> None:
+        """Forwards what the log holds beyond the last event sent; while the database is
+        unreachable the check is retried on the next tick, the socket stays."""
+        try:
+            last_type = await self.fill_gap(up_to=None)
+        except DatabaseError as exc:
+            self.tail_dirty = True
+            logger.warning("tail check failed, will retry: %s", exc, extra=self._context())
+            return
+        if last_type is not None and last_type != LAST_EVENT:
+            # More of the same burst may still be lost on the layer: look again later.
+            self.tail_dirty = True
+            self.last_event_at = time.monotonic()
+
+    async def fill_gap(self, *, up_to: int | None) -> str | None:
+        """Sends the logged events after the last one forwarded (up to `up_to`); returns
+        the type of the last one sent, or None."""
+        last_type: str | None = None
+        while True:
+            missing = await database_sync_to_async(encoded_events_after)(
+                thread_id=self.thread_id, after_seq=self.last_seq, limit=REPLAY_PAGE, up_to=up_to
+            )
+            for seq, last_type, text in missing:
+                await self.send_text(text)
+                self.last_seq = seq
+                metrics.EVENTS_DELIVERED.labels(type=last_type).inc()
+            if missing:
+                metrics.EVENT_GAPS_FILLED.inc(len(missing))
+                logger.info(
+                    "filled %d events from the log",
+                    len(missing),
+                    extra={**self._context(), "seq": self.last_seq},
+                )
+            if len(missing) < REPLAY_PAGE:
+                return last_type
+
+    async def replay(self, after_seq: int) -> None:
+        """Sends every logged event with seq > after_seq, then `resume_complete`. An
+        after_seq beyond the log counts as its end, so that no later event is mistaken for
+        one this socket already had."""
+        log_last = await database_sync_to_async(selectors.thread_last_seq)(thread_id=self.thread_id)
+        start = min(after_seq, log_last)
+        cursor, first = start, None
+        while True:
+            page = await database_sync_to_async(encoded_events_after)(
+                thread_id=self.thread_id, after_seq=cursor, limit=REPLAY_PAGE
+            )
+            for _, _, text in page:
+                await self.send_text(text)
+            if page:
+                first = page[0][0] if first is None else first
+                cursor = page[-1][0]
+            if len(page) < REPLAY_PAGE:
+                break
+        recovered = first == start + 1 if log_last > start else True
+        self.last_seq = max(self.last_seq, cursor)
+        complete = {
+            "type": "resume_complete",
+            "after_seq": after_seq,
+            "last_seq": self.last_seq,
+            "recovered": recovered,
+        }
+        await self.send_text(encode(complete))
