@@ -1,5 +1,5 @@
 """The event-flow check: a synthetic run through the real agent service, broadcaster and
-channel layer to a probe channel, verified event by event (DESIGN section 5)."""
+channel layer to a probe channel, verified event by event (docs/operations.md)."""
 
 import asyncio
 import json

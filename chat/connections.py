@@ -1,4 +1,4 @@
-"""The connection state machine (DESIGN section 6) and its state log.
+"""The connection state machine (docs/architecture.md) and its state log.
 
 Transitions are validated and counted in memory at once; their rows are written to the
 database by `flush()`, so a hung database delays the log but never the client's answer.

@@ -1,4 +1,4 @@
-"""The event log: the source of truth of every run event (DESIGN section 3).
+"""The event log: the source of truth of every run event (docs/architecture.md).
 
 `event_append` takes the thread's next seq and inserts the event together; on PostgreSQL
 that is one statement (a row lock on the thread orders concurrent emitters across

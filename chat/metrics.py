@@ -1,4 +1,4 @@
-"""Prometheus metrics, with the exact names of DESIGN section 11.
+"""Prometheus metrics, with the exact names listed in docs/operations.md.
 
 With PROMETHEUS_MULTIPROC_DIR set, prometheus-client keeps the values in files shared by
 the worker processes of one host; gauges then aggregate with the modes chosen below.

@@ -1,4 +1,4 @@
-"""URL routes of the HTTP surface (DESIGN section 5)."""
+"""URL routes of the HTTP surface (docs/protocol.md)."""
 
 from django.contrib import admin
 from django.urls import include, path
