@@ -173,6 +173,10 @@ AGENT_STREAM_DELAY = env.float("AGENT_STREAM_DELAY", default=0.03)
 AGENT_STREAM_CHUNK = env.int("AGENT_STREAM_CHUNK", default=24)
 EVENT_API_MAX_LIMIT = 5000
 
+# --- Tools (docs/extending.md) ----------------------------------------------------------------
+# Modules imported at start-up whose @tool functions register themselves (env: comma list).
+NETRA_TOOLS = [path.strip() for path in env.list("NETRA_TOOLS", default=[]) if path.strip()]
+
 # --- LLM provider (docs/providers.md) --------------------------------------------------------
 # builtin: the offline agent; openai: any OpenAI-compatible chat-completions server.
 AGENT_PROVIDER = env.str("AGENT_PROVIDER", default="builtin")
