@@ -89,11 +89,15 @@ class ToolDispatcher:
             run_id=emitter.run_id,
             tool_call_id="",
         )
+        outer = self.contexts.get(emitter.run_id)
         self.contexts[emitter.run_id] = context
         try:
             yield RunTools(self, emitter, context, None if tools is None else frozenset(tools))
         finally:
-            self.contexts.pop(emitter.run_id, None)
+            if outer is None:
+                self.contexts.pop(emitter.run_id, None)
+            else:
+                self.contexts[emitter.run_id] = outer
 
     async def _invoke(
         self,

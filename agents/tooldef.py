@@ -155,19 +155,19 @@ class _RecursiveSchemaError(Exception):
     pass
 
 
-def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> Any:
-    """Drops titles and inlines $defs references, walking schema positions only (so a
-    default or enum value that happens to hold a "title" key is left alone)."""
+def _clean(node: Any, defs: dict[str, Any] | None, seen: frozenset[str]) -> Any:
+    """Drops titles and inlines $defs references (unless `defs` is None), walking schema
+    positions only (so a default or enum value holding a "title" key is left alone)."""
     if not isinstance(node, dict):
         return node
     ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+    if defs is not None and isinstance(ref, str) and ref.startswith("#/$defs/"):
         key = ref.removeprefix("#/$defs/")
         if key in seen or key not in defs:
             raise _RecursiveSchemaError(key)
         rest = {k: v for k, v in node.items() if k != "$ref"}
         return {**_clean(defs[key], defs, seen | {key}), **_clean(rest, defs, seen)}
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "title":
             continue
@@ -190,7 +190,7 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     try:
         cleaned: dict[str, Any] = _clean(schema, defs, frozenset())
     except _RecursiveSchemaError:
-        cleaned = _clean({**schema, "$defs": defs}, {}, frozenset())
+        cleaned = _clean({**schema, "$defs": defs}, None, frozenset())
     cleaned.setdefault("properties", {})
     return cleaned
 
@@ -198,6 +198,25 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
 def _first_paragraph(func: Callable[..., Any]) -> str:
     doc = inspect.getdoc(func) or ""
     return " ".join(doc.split("\n\n", 1)[0].split())
+
+
+def _model(name: str, fields: dict[str, Any]) -> type[BaseModel]:
+    model: type[BaseModel] = create_model(
+        name, __config__=ConfigDict(extra="forbid", protected_namespaces=()), **fields
+    )
+    json_schema(model)
+    return model
+
+
+def _culprit(name: str, fields: dict[str, Any], exc: PydanticUserError) -> str:
+    """Names the parameter pydantic could not describe, with the first sentence of why."""
+    why = str(exc).split("\n", 1)[0].split(". ", 1)[0].rstrip(".")
+    for field_name, spec in fields.items():
+        try:
+            _model(f"{name}_{field_name}", {field_name: spec})
+        except PydanticUserError:
+            return f"parameter {field_name!r}: {why}"
+    return why
 
 
 def arguments_model(func: Callable[..., Any], name: str) -> tuple[type[BaseModel], bool]:
@@ -225,14 +244,9 @@ def arguments_model(func: Callable[..., Any], name: str) -> tuple[type[BaseModel
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (hints[param.name], default)
     try:
-        model = create_model(  # type: ignore[call-overload]
-            f"{name}_arguments",
-            __config__=ConfigDict(extra="forbid", protected_namespaces=()),
-            **fields,
-        )
-        json_schema(model)
+        model = _model(f"{name}_arguments", fields)
     except PydanticUserError as exc:
-        raise ToolDefinitionError(str(exc).split("\n", 1)[0]) from exc
+        raise ToolDefinitionError(_culprit(name, fields, exc)) from exc
     return model, takes_context
 
 
@@ -312,7 +326,7 @@ def tool(
     timeout: float = DEFAULT_TIMEOUT,
     requires_approval: ApprovalRule = False,
     idempotent: bool = False,
-) -> Callable[[Callable[..., Any]], Any]: ...
+) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(
