@@ -139,7 +139,8 @@ class ToolDispatcher:
         `argument_error` says the caller could not decode the arguments (a model's invalid
         JSON): the call is still announced and paired, and fails with bad_arguments.
         `allowed` limits the tools this call may reach (an agent's subset); `context` is
-        the run's (default: the one run_scope bound to the emitter's run)."""
+        the run's (default: the one run_scope bound to the emitter's run). One function on
+        purpose: every outcome, cancellation included, leaves through its `finally`."""
         call_id = tool_call_id or f"call_{uuid.uuid4().hex[:16]}"
         tool = self.registry.get(tool_name)
         if allowed is not None and tool_name not in allowed:

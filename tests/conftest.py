@@ -1,6 +1,6 @@
 """Shared fixtures: users, threads, tokens, sockets, and the service/skip policy."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,18 @@ async def service() -> AsyncIterator[Any]:
         await svc.wait_idle(timeout=20)
     finally:
         await svc.stop_background()
+
+
+@pytest.fixture
+def registry() -> Iterator[Any]:
+    """The process's tool registry, restored after the test (`@tool` registers there)."""
+    from agents.tools import REGISTRY
+
+    saved, problems = dict(REGISTRY.tools), list(REGISTRY.problems)
+    yield REGISTRY
+    REGISTRY.tools.clear()
+    REGISTRY.tools.update(saved)
+    REGISTRY.problems[:] = problems
 
 
 @pytest.fixture

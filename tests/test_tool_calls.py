@@ -6,7 +6,6 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +20,7 @@ from agents.dispatcher import ToolDispatcher, ToolOutcome
 from agents.emitter import RunEmitter
 from agents.errors import ToolCrashedError, ToolError
 from agents.invariants import run_violations
-from agents.tools import REGISTRY, ToolContext, tool
+from agents.tools import ToolContext, tool
 from chat.events import events_after
 from chat.models import Thread
 from tests import helpers
@@ -43,16 +42,6 @@ class CallingAgent:
         for name, args in self.calls:
             self.outcomes.append(await dispatcher.call(emitter, name, args))
         await emitter.partial("done")
-
-
-@pytest.fixture
-def registry() -> Iterator[Any]:
-    """The process's registry, restored after the test (decorating registers there)."""
-    saved, problems = dict(REGISTRY.tools), list(REGISTRY.problems)
-    yield REGISTRY
-    REGISTRY.tools.clear()
-    REGISTRY.tools.update(saved)
-    REGISTRY.problems[:] = problems
 
 
 async def run_calls(

@@ -12,16 +12,6 @@ from agents.errors import ToolDefinitionError
 from agents.tools import REGISTRY, ToolContext, build_tool, tool
 
 
-@pytest.fixture
-def registry() -> Iterator[tools.ToolRegistry]:
-    """The process's registry, restored after the test (decorating registers there)."""
-    saved, problems = dict(REGISTRY.tools), list(REGISTRY.problems)
-    yield REGISTRY
-    REGISTRY.tools.clear()
-    REGISTRY.tools.update(saved)
-    REGISTRY.problems[:] = problems
-
-
 class Address(BaseModel):
     street: str
     city: str = Field(description="The city name.")
