@@ -23,6 +23,10 @@ class ToolError(Exception):
         self.message = message
 
 
+class ToolDefinitionError(TypeError):
+    """A tool's signature cannot be described as JSON schema (the system check names it)."""
+
+
 class ToolCrashedError(RuntimeError):
     """A tool raised something it should not have; chained to the original exception."""
 

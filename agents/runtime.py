@@ -240,9 +240,10 @@ class AgentService:
             if handle.cancel_requested:
                 raise asyncio.CancelledError
             history = await database_sync_to_async(selectors.run_history)(spec=spec)
-            await self.agent.run(
-                RunInput(text=spec.text, history=history), emitter, self.dispatcher
-            )
+            async with self.dispatcher.run_scope(emitter, user_id=spec.user_id):
+                await self.agent.run(
+                    RunInput(text=spec.text, history=history), emitter, self.dispatcher
+                )
             status = "completed"
         except asyncio.CancelledError:
             if handle.lost:

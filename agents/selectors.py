@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from agents.emitter import RunEmitter
@@ -70,6 +71,12 @@ def run_history(*, spec: RunSpec) -> list[dict[str, str]]:
         .values_list("role", "text")[:HISTORY_LIMIT]
     )
     return [{"role": role, "text": text} for role, text in reversed(rows)]
+
+
+def username_of(*, user_id: Any) -> str:
+    """Returns the username of a run's user ("" if the account is gone), for ToolContext."""
+    name = get_user_model().objects.filter(pk=user_id).values_list("username", flat=True).first()
+    return name or ""
 
 
 def run_for_user(*, run_id: uuid.UUID, user: Any) -> AgentRun:

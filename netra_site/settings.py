@@ -202,6 +202,10 @@ EVENT_API_MAX_LIMIT = 5000
 # 12 bytes each, fit). Form pages keep Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB).
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=262144)
 
+# --- Tools (docs/extending.md) ----------------------------------------------------------------
+# Modules imported at start-up whose @tool functions register themselves (env: comma list).
+NETRA_TOOLS = [path.strip() for path in env.list("NETRA_TOOLS", default=[]) if path.strip()]
+
 # --- LLM provider (docs/providers.md) --------------------------------------------------------
 # builtin: the offline agent; openai: any OpenAI-compatible chat-completions server.
 AGENT_PROVIDER = env.str("AGENT_PROVIDER", default="builtin")

@@ -31,6 +31,18 @@ async def service() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+def registry() -> Iterator[Any]:
+    """The process's tool registry, restored after the test (`@tool` registers there)."""
+    from agents.tools import REGISTRY
+
+    saved, problems = dict(REGISTRY.tools), list(REGISTRY.problems)
+    yield REGISTRY
+    REGISTRY.tools.clear()
+    REGISTRY.tools.update(saved)
+    REGISTRY.problems[:] = problems
+
+
+@pytest.fixture
 async def user() -> Any:
     """A user with a thread-ready account."""
     return await database_sync_to_async(helpers.make_user)("alice")

@@ -1,0 +1,1 @@
+"""Tool modules for the NETRA_TOOLS tests: each one is a misconfiguration (or a good one)."""
