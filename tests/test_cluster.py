@@ -62,7 +62,7 @@ async def test_socket_on_one_worker_sees_a_run_on_another(cluster: Cluster) -> N
 
 
 async def test_socket_idle_on_the_redis_layer_still_receives_a_run(cluster: Cluster) -> None:
-    """redis-py 8 defaults socket_timeout to 5 s, which tore idle sockets down (channels_redis #422)."""
+    """redis-py 8 set socket_timeout to 5 s: idle sockets were torn down (channels_redis #422)."""
     token = cluster.make_users("idle", 1)[0]
     thread_id = cluster.new_thread(token)
     idle = Socket(cluster[0], thread_id, token=token)
