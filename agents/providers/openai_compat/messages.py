@@ -1,0 +1,85 @@
+"""The conversation sent to the model: the messages of a run, the tool messages that
+carry outcomes back, and the decoding of the model's tool arguments."""
+
+import json
+from typing import Any
+
+from agents.dispatcher import ToolOutcome
+from agents.providers.openai_compat.stream import AssembledCall
+
+
+def build_messages(
+    *, system_prompt: str, history: list[dict[str, str]], text: str, budget: int
+) -> list[dict[str, Any]]:
+    """Returns the chat messages of a run: the system prompt, the most recent earlier
+    messages that fit in `budget` characters, then the user's text.
+
+    Consecutive messages of one role are merged (an unanswered message leaves two user
+    turns in a row), since strict chat templates of local servers require alternation,
+    and the history never opens with an assistant turn.
+    """
+    kept: list[dict[str, str]] = []
+    used = len(text)
+    for item in reversed(history):
+        role, content = item.get("role"), item.get("text", "")
+        if role not in ("user", "assistant") or not content:
+            continue
+        if used + len(content) > budget:
+            break
+        used += len(content)
+        kept.append({"role": role, "content": content})
+    kept.reverse()
+    while kept and kept[0]["role"] == "assistant":
+        kept.pop(0)
+    turns: list[dict[str, Any]] = []
+    for turn in [*kept, {"role": "user", "content": text}]:
+        if turns and turns[-1]["role"] == turn["role"]:
+            turns[-1]["content"] += "\n\n" + turn["content"]
+        else:
+            turns.append(dict(turn))
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return system + turns
+
+
+def assistant_tool_turn(
+    text: str, calls: list[tuple[str, AssembledCall, str | None]]
+) -> dict[str, Any]:
+    """Returns the assistant turn that carries a step's tool calls: (call id, call, why
+    its arguments are invalid or None) each."""
+    return {
+        "role": "assistant",
+        "content": text or None,
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    # Invalid JSON is not sent back: strict servers would refuse the whole
+                    # request; the tool message says why.
+                    "arguments": call.arguments if error is None else "{}",
+                },
+            }
+            for call_id, call, error in calls
+        ],
+    }
+
+
+def tool_message(call_id: str, outcome: ToolOutcome) -> dict[str, Any]:
+    """Returns the `tool` message that tells the model a call's outcome."""
+    payload = {"result": outcome.result} if outcome.ok else {"error": outcome.error}
+    return {
+        "role": "tool",
+        "tool_call_id": call_id,
+        "content": json.dumps(payload, default=str, ensure_ascii=False),
+    }
+
+
+def decode_arguments(raw: str) -> tuple[Any, str | None]:
+    """Returns (arguments, None), or (the raw text, why it is not valid JSON)."""
+    if not raw.strip():
+        return {}, None
+    try:
+        return json.loads(raw), None
+    except json.JSONDecodeError as exc:
+        return raw, f"The arguments are not valid JSON ({exc.msg} at character {exc.pos})."
