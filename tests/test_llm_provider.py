@@ -449,6 +449,30 @@ async def test_invalid_json_arguments_are_bad_arguments_and_the_model_is_told(
     assert events[-1]["data"]["status"] == "completed"
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e999"])
+async def test_non_finite_numbers_in_arguments_are_bad_arguments_not_a_failed_run(
+    thread: Any, token: str, llm: FakeLLM, constant: str
+) -> None:
+    arguments = f'{{"expression": {constant}}}'
+    llm.script(
+        Reply(
+            chunks=tool_chunks(call_start(0, "call_nan", "calculator"), call_piece(0, arguments))
+        ),
+        Reply(chunks=text_chunks("Sorry.")),
+    )
+    events = await chat(thread, token, "compute NaN")
+
+    assert not of_type(events, "agent_error")
+    (completed,) = of_type(events, "tool_completed")
+    assert completed["status"] == "error" and completed["error"]["code"] == "bad_arguments"
+    assert of_type(events, "tool_executing")[0]["args"] == arguments
+    followup = llm.requests[1].body["messages"]
+    assert followup[-2]["tool_calls"][0]["function"]["arguments"] == "{}"
+    told = json.loads(followup[-1]["content"])
+    assert told["error"]["code"] == "bad_arguments" and constant in told["error"]["message"]
+    assert events[-1]["data"]["status"] == "completed"
+
+
 async def test_unknown_tool_is_reported_and_the_model_is_told(
     thread: Any, token: str, llm: FakeLLM
 ) -> None:

@@ -2,6 +2,7 @@
 carry outcomes back, and the decoding of the model's tool arguments."""
 
 import json
+import math
 from typing import Any
 
 from agents.dispatcher import ToolOutcome
@@ -75,11 +76,37 @@ def tool_message(call_id: str, outcome: ToolOutcome) -> dict[str, Any]:
     }
 
 
+class NonFiniteNumberError(ValueError):
+    """A number JSON cannot carry (NaN, Infinity or one too large for a float)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _reject_constant(name: str) -> Any:
+    raise NonFiniteNumberError(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumberError(text)
+    return value
+
+
 def decode_arguments(raw: str) -> tuple[Any, str | None]:
-    """Returns (arguments, None), or (the raw text, why it is not valid JSON)."""
+    """Returns (arguments, None), or (the raw text, why it is not valid JSON).
+
+    Parsing is strict: Python's json accepts NaN, Infinity and -Infinity (and reads 1e999
+    as infinity), which JSON does not; the event log's JSON column would then refuse the
+    call's tool_executing row and fail the whole run, so they are invalid arguments.
+    """
     if not raw.strip():
         return {}, None
     try:
-        return json.loads(raw), None
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float), None
     except json.JSONDecodeError as exc:
         return raw, f"The arguments are not valid JSON ({exc.msg} at character {exc.pos})."
+    except NonFiniteNumberError as exc:
+        return raw, f"The arguments are not valid JSON ({exc.text} is not a JSON number)."
