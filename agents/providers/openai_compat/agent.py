@@ -10,6 +10,7 @@ fails with max_steps. Every upstream failure becomes an AgentFailure with a type
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any, cast
 
 import openai
@@ -19,9 +20,12 @@ from agents.emitter import RunEmitter
 from agents.errors import AgentFailure
 from agents.providers.base import RunInput
 from agents.providers.openai_compat.config import ProviderConfig
+from agents.providers.openai_compat.context import conversation_budget
 from agents.providers.openai_compat.failures import (
     FINISH_FAILURES,
     classify,
+    empty_stream,
+    incomplete_stream,
     llm_timeout,
     retry_delay,
 )
@@ -77,18 +81,29 @@ class OpenAICompatAgent:
                 f"The model provider is misconfigured: {problems[0].message}",
                 retryable=False,
             )
+        tools = dispatcher.registry.schemas() if config.tool_choice != "none" else []
+        budget = conversation_budget(
+            context_tokens=config.context_tokens,
+            system_prompt=config.system_prompt,
+            tools=tools,
+            text=run_input.text,
+        )
         messages = build_messages(
             system_prompt=config.system_prompt,
             history=run_input.history,
             text=run_input.text,
             budget=config.history_chars,
+            tokens=budget,
         )
-        tools = dispatcher.registry.schemas()
         call_ids: set[str] = set()
         await emitter.thinking(f"Asking the model ({config.model}).")
         async with self.client() as client:
             for step in range(1, config.max_steps + 1):
-                result = await self._step(client, messages, tools, emitter)
+                # `required` forces the first call only: forced on every step, the model
+                # could never answer after its tools.
+                choice = config.tool_choice if step == 1 else "auto"
+                request = ModelRequest(messages, tools, choice if tools else None)
+                result = await self._step(client, request, emitter)
                 if result.finish_reason in FINISH_FAILURES:
                     code, message = FINISH_FAILURES[result.finish_reason]
                     raise AgentFailure(code, message, retryable=False)
@@ -141,11 +156,7 @@ class OpenAICompatAgent:
         return call_id
 
     async def _step(
-        self,
-        client: openai.AsyncOpenAI,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]],
-        emitter: RunEmitter,
+        self, client: openai.AsyncOpenAI, request: "ModelRequest", emitter: RunEmitter
     ) -> StepResult:
         """One model call with bounded retries of the failures a retry may fix."""
         config = self.config
@@ -155,10 +166,7 @@ class OpenAICompatAgent:
             try:
                 async with asyncio.timeout(config.request_timeout):
                     stream = await client.chat.completions.create(
-                        model=config.model,
-                        messages=cast(Any, messages),
-                        tools=cast(Any, tools) if tools else openai.omit,
-                        stream=True,
+                        **request.arguments(config.model), stream=True
                     )
                     async with stream:
                         result = await reader.read(stream)
@@ -172,26 +180,63 @@ class OpenAICompatAgent:
                 self._count_failure("timeout", emitter, attempt)
                 raise llm_timeout(config.request_timeout) from exc
             except openai.APIError as exc:
-                outcome, failure, retry = classify(exc, config)
+                outcome, failure, retry = classify(exc, config, mid_answer=reader.started)
                 self._count_failure(outcome, emitter, attempt, exc)
-                if not retry or reader.started or attempt >= config.max_retries:
-                    raise failure from exc
-                response = getattr(exc, "response", None)
-                delay = retry_delay(
-                    response.headers if response is not None else None,
-                    attempt=attempt,
-                    base=config.retry_base,
-                    max_wait=config.retry_max_wait,
-                )
+                await reader.flush()  # what came before the failure is kept, all of it
+                delay = None
+                if retry and not reader.started and attempt < config.max_retries:
+                    response = getattr(exc, "response", None)
+                    delay = retry_delay(
+                        response.headers if response is not None else None,
+                        attempt=attempt,
+                        base=config.retry_base,
+                        max_wait=config.retry_max_wait,
+                    )
                 if delay is None:
                     raise failure from exc
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
+            if result.finish_reason is None:
+                await self._unfinished(client, request, emitter, started=reader.started)
             metrics.LLM_REQUESTS.labels(
                 outcome=result.finish_reason if result.finish_reason in FINISH_FAILURES else "ok"
             ).inc()
             return result
+
+    async def _unfinished(
+        self,
+        client: openai.AsyncOpenAI,
+        request: "ModelRequest",
+        emitter: RunEmitter,
+        *,
+        started: bool,
+    ) -> None:
+        """Fails a stream that ended without a finish reason: never a completed answer.
+
+        A stream that ended before anything came is asked again once, unstreamed and
+        for one token, to learn why: llama.cpp's servers answer a request longer than
+        their context window with an empty stream, but unstreamed with an error naming
+        the context.
+        """
+        if started:
+            self._count_failure("incomplete", emitter, 0)
+            raise incomplete_stream()
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                await client.chat.completions.create(
+                    **request.arguments(self.config.model), max_tokens=1
+                )
+        except openai.APIError as exc:
+            outcome, failure, _ = classify(exc, self.config)
+            if outcome == "context_exceeded":
+                self._count_failure(outcome, emitter, 0, exc)
+                raise failure from exc
+            logger.info("asking again after an empty stream failed too: %s", outcome)
+        except TimeoutError:
+            logger.info("asking again after an empty stream timed out")
+        self._count_failure("incomplete", emitter, 0)
+        raise empty_stream()
 
     def _count_failure(
         self,
@@ -215,3 +260,21 @@ class OpenAICompatAgent:
                 "model": self.config.model,
             },
         )
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What one step sends: the conversation, the tools offered, the tool choice."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    tool_choice: str | None
+
+    def arguments(self, model: str) -> dict[str, Any]:
+        """Returns the arguments of chat.completions.create, without `stream`."""
+        return {
+            "model": model,
+            "messages": cast(Any, self.messages),
+            "tools": cast(Any, self.tools) if self.tools else openai.omit,
+            "tool_choice": cast(Any, self.tool_choice) if self.tool_choice else openai.omit,
+        }

@@ -8,6 +8,10 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 SECRET_LIKE = re.compile(r"\bsk-[A-Za-z0-9_*-]{6,}")
+# auto: the model decides; required: the first step must call a tool (later steps are
+# auto, or the run could never end); none: no tools are offered.
+TOOL_CHOICES = ("auto", "required", "none")
+MIN_CONTEXT_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class ProviderConfig:
     retry_max_wait: float = 20.0
     retry_base: float = 0.5
     history_chars: int = 24000
+    context_tokens: int = 8192
+    tool_choice: str = "auto"
     flush_chars: int = 64
     flush_interval: float = 0.05
 
@@ -71,6 +77,8 @@ class ProviderConfig:
             max_retries=settings.AGENT_LLM_MAX_RETRIES,
             retry_max_wait=settings.AGENT_LLM_RETRY_MAX_WAIT,
             history_chars=settings.AGENT_HISTORY_CHARS,
+            context_tokens=settings.AGENT_CONTEXT_TOKENS,
+            tool_choice=settings.AGENT_TOOL_CHOICE,
         )
 
     def problems(self) -> list[ConfigProblem]:
@@ -110,6 +118,7 @@ class ProviderConfig:
             "AGENT_LLM_MAX_RETRIES": self.max_retries >= 0,
             "AGENT_LLM_RETRY_MAX_WAIT": self.retry_max_wait >= 0,
             "AGENT_HISTORY_CHARS": self.history_chars >= 0,
+            "AGENT_CONTEXT_TOKENS": self.context_tokens >= MIN_CONTEXT_TOKENS,
         }
         for name, ok in numbers.items():
             if not ok:
@@ -117,9 +126,19 @@ class ProviderConfig:
                     ConfigProblem(
                         "netra.E105",
                         f"{name} is out of range.",
-                        "Steps must be at least 1, timeouts above 0, the rest at least 0.",
+                        "Steps must be at least 1, timeouts above 0, AGENT_CONTEXT_TOKENS at "
+                        f"least {MIN_CONTEXT_TOKENS}, the rest at least 0.",
                     )
                 )
+        if self.tool_choice not in TOOL_CHOICES:
+            found.append(
+                ConfigProblem(
+                    "netra.E106",
+                    f"AGENT_TOOL_CHOICE is {self.tool_choice!r}; it must be one of "
+                    f"{', '.join(TOOL_CHOICES)}.",
+                    "Leave it unset (auto) unless the model needs pushing (docs/providers.md).",
+                )
+            )
         return found
 
     def redact(self, text: str) -> str:

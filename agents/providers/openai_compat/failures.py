@@ -1,7 +1,9 @@
 """Failure classification: every upstream failure becomes an AgentFailure with a typed
 code, an outcome of netra_llm_requests_total and whether a retry may help."""
 
+import json
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -10,9 +12,24 @@ import openai
 
 from agents.errors import AgentFailure
 from agents.providers.openai_compat.config import ProviderConfig
+from agents.providers.openai_compat.context import context_exceeded
 from chat import metrics
 
 DETAIL_LIMIT = 300
+# How servers say a request is longer than the context window: OpenAI and llama-cpp-python
+# (code context_length_exceeded, "maximum context length"), vLLM ("maximum context
+# length"), llama.cpp's llama-server ("exceeds the available context size").
+CONTEXT_ERROR = re.compile(
+    r"context[ _-]?(length|window|size)|maximum context|exceed_context|too many tokens",
+    re.IGNORECASE,
+)
+# How servers say the request itself is malformed (pydantic / FastAPI validation,
+# OpenAI's invalid_request_error): a retry would send the same request and fail again.
+VALIDATION_ERROR = re.compile(
+    r"validation error|Input should be|Field required|invalid_request_error|"
+    r"'loc': \(|\"loc\":",
+    re.IGNORECASE,
+)
 # The outcomes of netra_llm_requests_total; they start at 0, so that increase() sees the
 # first failure of a process.
 OUTCOMES = (
@@ -25,6 +42,8 @@ OUTCOMES = (
     "server_error",
     "rejected",
     "stream_error",
+    "incomplete",
+    "context_exceeded",
     "timeout",
     "cancelled",
 )
@@ -86,10 +105,30 @@ def _detail(exc: openai.APIError, config: ProviderConfig) -> str:
     return text[:DETAIL_LIMIT]
 
 
-def classify(exc: openai.APIError, config: ProviderConfig) -> tuple[str, AgentFailure, bool]:
-    """Maps a client error to (metric outcome, failure, whether a retry may help)."""
+def _body_text(exc: openai.APIError) -> str:
+    body = exc.body
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    return f"{exc.message} {text}"
+
+
+def classify(
+    exc: openai.APIError, config: ProviderConfig, *, mid_answer: bool = False
+) -> tuple[str, AgentFailure, bool]:
+    """Maps a client error to (metric outcome, failure, whether a retry may help);
+    `mid_answer` when part of the answer had already streamed."""
     if isinstance(exc, openai.APITimeoutError) and not _caused_by_connect(exc):
         return "timeout", llm_timeout(config.request_timeout), False
+    if isinstance(exc, openai.APIConnectionError) and mid_answer:
+        return (
+            "unavailable",
+            AgentFailure(
+                "llm_unavailable",
+                "The model server dropped the connection mid-answer; the partial answer is "
+                "kept. Try again.",
+                retryable=True,
+            ),
+            False,
+        )
     if isinstance(exc, openai.APIConnectionError):
         return (
             "unavailable",
@@ -129,6 +168,9 @@ def _classify_status(
             ),
             False,
         )
+    body = _body_text(exc)
+    if CONTEXT_ERROR.search(body):
+        return "context_exceeded", context_exceeded(), False
     if status == 429:
         return (
             "rate_limited",
@@ -139,7 +181,7 @@ def _classify_status(
             ),
             True,
         )
-    if status >= 500:
+    if status >= 500 and not VALIDATION_ERROR.search(body):
         return (
             "server_error",
             AgentFailure("llm_error", f"The model server failed (HTTP {status}).", retryable=True),
@@ -172,3 +214,23 @@ FINISH_FAILURES = {
         "The model server's content filter stopped the answer; the partial answer is kept.",
     ),
 }
+
+
+def incomplete_stream() -> AgentFailure:
+    """Returns the failure of a stream that ended without a finish reason: the answer
+    is not known to be whole, so the run must not complete as if it were."""
+    return AgentFailure(
+        "llm_error",
+        "The model server ended the answer without finishing it (no finish reason); "
+        "the partial answer is kept. Try again.",
+        retryable=True,
+    )
+
+
+def empty_stream() -> AgentFailure:
+    """Returns the failure of a stream that ended before any answer came."""
+    return AgentFailure(
+        "llm_error",
+        "The model server ended the answer before sending any of it (no finish reason). Try again.",
+        retryable=True,
+    )

@@ -6,14 +6,21 @@ import math
 from typing import Any
 
 from agents.dispatcher import ToolOutcome
+from agents.providers.openai_compat.context import message_tokens
 from agents.providers.openai_compat.stream import AssembledCall
 
 
 def build_messages(
-    *, system_prompt: str, history: list[dict[str, str]], text: str, budget: int
+    *,
+    system_prompt: str,
+    history: list[dict[str, str]],
+    text: str,
+    budget: int,
+    tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """Returns the chat messages of a run: the system prompt, the most recent earlier
-    messages that fit in `budget` characters, then the user's text.
+    messages that fit in `budget` characters and in `tokens` estimated tokens (see
+    context.py), then the user's text.
 
     Consecutive messages of one role are merged (an unanswered message leaves two user
     turns in a row), since strict chat templates of local servers require alternation,
@@ -21,12 +28,17 @@ def build_messages(
     """
     kept: list[dict[str, str]] = []
     used = len(text)
+    tokens_left = tokens
     for item in reversed(history):
         role, content = item.get("role"), item.get("text", "")
         if role not in ("user", "assistant") or not content:
             continue
         if used + len(content) > budget:
             break
+        if tokens_left is not None:
+            tokens_left -= message_tokens(content)
+            if tokens_left < 0:
+                break
         used += len(content)
         kept.append({"role": role, "content": content})
     kept.reverse()
@@ -49,7 +61,9 @@ def assistant_tool_turn(
     its arguments are invalid or None) each."""
     return {
         "role": "assistant",
-        "content": text or None,
+        # An empty string, not null: strict servers (llama-cpp-python's) refuse a null
+        # content, and others a missing key, with a validation error.
+        "content": text,
         "tool_calls": [
             {
                 "id": call_id,
