@@ -787,7 +787,12 @@ async def test_the_history_is_fitted_into_the_context_window(
 
 @pytest.mark.parametrize(
     ("choice", "first", "second"),
-    [("auto", "auto", "auto"), ("required", "required", "auto"), ("none", None, None)],
+    [
+        ("auto", None, None),
+        ("required", "required", None),
+        ("clock", {"type": "function", "function": {"name": "clock"}}, None),
+        ("none", None, None),
+    ],
 )
 async def test_tool_choice(
     thread: Any,
@@ -795,8 +800,8 @@ async def test_tool_choice(
     llm: FakeLLM,
     service: Any,
     choice: str,
-    first: str | None,
-    second: str | None,
+    first: Any,
+    second: Any,
 ) -> None:
     service.agent = OpenAICompatAgent(llm.config(tool_choice=choice))
     if choice == "none":
@@ -814,6 +819,17 @@ async def test_tool_choice(
     assert ("tools" in bodies[0]) is (choice != "none"), "none offers no tools"
     if len(bodies) > 1:
         assert bodies[1].get("tool_choice") == second, "only the first step is forced"
+
+
+async def test_max_output_tokens_is_sent_only_when_set(
+    thread: Any, token: str, llm: FakeLLM, service: Any
+) -> None:
+    llm.script(Reply(chunks=text_chunks("One.")), Reply(chunks=text_chunks("Two.")))
+    await chat(thread, token, "hello")
+    service.agent = OpenAICompatAgent(llm.config(max_output_tokens=64))
+    await chat(thread, token, "hello again")
+    assert "max_tokens" not in llm.requests[0].body
+    assert llm.requests[1].body["max_tokens"] == 64
 
 
 async def test_idle_stream_is_llm_timeout_and_closes_the_request(
@@ -964,8 +980,13 @@ def test_system_check_reports_misconfiguration(settings: Any) -> None:
     assert {m.id for m in messages} == {"netra.E105", "netra.E106"}
     assert any("sometimes" in m.msg for m in messages)
     assert any("AGENT_CONTEXT_TOKENS" in m.msg for m in messages)
-    settings.AGENT_TOOL_CHOICE = "required"
-    settings.AGENT_CONTEXT_TOKENS = 4096
+    for choice in ("required", "calculator"):
+        settings.AGENT_TOOL_CHOICE = choice
+        settings.AGENT_CONTEXT_TOKENS = 4096
+        assert check_llm_provider() == []
+    settings.AGENT_MAX_OUTPUT_TOKENS = 4096
+    assert [m.id for m in check_llm_provider()] == ["netra.E105"]
+    settings.AGENT_MAX_OUTPUT_TOKENS = 256
     assert check_llm_provider() == []
     settings.AGENT_PROVIDER = "gpt"
     assert [m.id for m in check_llm_provider()] == ["netra.E101"]

@@ -84,6 +84,7 @@ class OpenAICompatAgent:
         tools = dispatcher.registry.schemas() if config.tool_choice != "none" else []
         budget = conversation_budget(
             context_tokens=config.context_tokens,
+            max_output_tokens=config.max_output_tokens,
             system_prompt=config.system_prompt,
             tools=tools,
             text=run_input.text,
@@ -99,10 +100,12 @@ class OpenAICompatAgent:
         await emitter.thinking(f"Asking the model ({config.model}).")
         async with self.client() as client:
             for step in range(1, config.max_steps + 1):
-                # `required` forces the first call only: forced on every step, the model
-                # could never answer after its tools.
-                choice = config.tool_choice if step == 1 else "auto"
-                request = ModelRequest(messages, tools, choice if tools else None)
+                request = ModelRequest(
+                    messages,
+                    tools,
+                    tool_choice_of(config.tool_choice) if step == 1 and tools else None,
+                    config.max_output_tokens,
+                )
                 result = await self._step(client, request, emitter)
                 if result.finish_reason in FINISH_FAILURES:
                     code, message = FINISH_FAILURES[result.finish_reason]
@@ -214,27 +217,33 @@ class OpenAICompatAgent:
     ) -> None:
         """Fails a stream that ended without a finish reason: never a completed answer.
 
-        A stream that ended before anything came is asked again once, unstreamed and
-        for one token, to learn why: llama.cpp's servers answer a request longer than
-        their context window with an empty stream, but unstreamed with an error naming
-        the context.
+        A stream that ended before anything came is asked again, unstreamed and for one
+        token, to learn why: llama.cpp's servers answer a request longer than their
+        context window with an empty stream, but unstreamed with an error naming the
+        context. (llama-cpp-python also breaks the kept-alive connection of the empty
+        stream, so a connection error is asked once more, on a new connection.)
         """
         if started:
             self._count_failure("incomplete", emitter, 0)
             raise incomplete_stream()
-        try:
-            async with asyncio.timeout(self.config.request_timeout):
-                await client.chat.completions.create(
-                    **request.arguments(self.config.model), max_tokens=1
-                )
-        except openai.APIError as exc:
-            outcome, failure, _ = classify(exc, self.config)
-            if outcome == "context_exceeded":
-                self._count_failure(outcome, emitter, 0, exc)
-                raise failure from exc
-            logger.info("asking again after an empty stream failed too: %s", outcome)
-        except TimeoutError:
-            logger.info("asking again after an empty stream timed out")
+        for attempt in range(2):
+            try:
+                async with asyncio.timeout(self.config.request_timeout):
+                    await client.chat.completions.create(
+                        **{**request.arguments(self.config.model), "max_tokens": 1}
+                    )
+            except openai.APIConnectionError:
+                logger.info("asking again after an empty stream: connection failed")
+                continue
+            except openai.APIError as exc:
+                outcome, failure, _ = classify(exc, self.config)
+                if outcome == "context_exceeded":
+                    self._count_failure(outcome, emitter, attempt, exc)
+                    raise failure from exc
+                logger.info("asking again after an empty stream failed too: %s", outcome)
+            except TimeoutError:
+                logger.info("asking again after an empty stream timed out")
+            break
         self._count_failure("incomplete", emitter, 0)
         raise empty_stream()
 
@@ -268,7 +277,8 @@ class ModelRequest:
 
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
-    tool_choice: str | None
+    tool_choice: str | dict[str, Any] | None
+    max_tokens: int = 0
 
     def arguments(self, model: str) -> dict[str, Any]:
         """Returns the arguments of chat.completions.create, without `stream`."""
@@ -277,4 +287,20 @@ class ModelRequest:
             "messages": cast(Any, self.messages),
             "tools": cast(Any, self.tools) if self.tools else openai.omit,
             "tool_choice": cast(Any, self.tool_choice) if self.tool_choice else openai.omit,
+            "max_tokens": self.max_tokens or openai.omit,
         }
+
+
+def tool_choice_of(setting: str) -> str | dict[str, Any] | None:
+    """Returns the `tool_choice` of a run's first step for AGENT_TOOL_CHOICE.
+
+    `auto` sends none: the API's default with tools is auto, and llama-cpp-python treats
+    an explicit "auto" as a mode it cannot stream (it answers with an empty stream).
+    `required` or a tool's name forces the first step only; forced on every step, the
+    model could never answer after its tools. (`none` offers no tools at all.)
+    """
+    if setting in ("auto", "none"):
+        return None
+    if setting == "required":
+        return "required"
+    return {"type": "function", "function": {"name": setting}}

@@ -7,9 +7,11 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from agents.tools import default_registry
+
 SECRET_LIKE = re.compile(r"\bsk-[A-Za-z0-9_*-]{6,}")
-# auto: the model decides; required: the first step must call a tool (later steps are
-# auto, or the run could never end); none: no tools are offered.
+# auto: the model decides; required (or a tool's name): the first step must call a tool
+# (that one), later steps are auto, or the run could never end; none: no tools offered.
 TOOL_CHOICES = ("auto", "required", "none")
 MIN_CONTEXT_TOKENS = 512
 
@@ -58,6 +60,7 @@ class ProviderConfig:
     retry_base: float = 0.5
     history_chars: int = 24000
     context_tokens: int = 8192
+    max_output_tokens: int = 0  # 0: not sent, the server's own limit applies
     tool_choice: str = "auto"
     flush_chars: int = 64
     flush_interval: float = 0.05
@@ -78,6 +81,7 @@ class ProviderConfig:
             retry_max_wait=settings.AGENT_LLM_RETRY_MAX_WAIT,
             history_chars=settings.AGENT_HISTORY_CHARS,
             context_tokens=settings.AGENT_CONTEXT_TOKENS,
+            max_output_tokens=settings.AGENT_MAX_OUTPUT_TOKENS,
             tool_choice=settings.AGENT_TOOL_CHOICE,
         )
 
@@ -110,6 +114,22 @@ class ProviderConfig:
                     "Set OPENAI_API_KEY, or point OPENAI_BASE_URL at a local server.",
                 )
             )
+        found += self._bound_problems()
+        tool_names = sorted(default_registry().tools)
+        if self.tool_choice not in (*TOOL_CHOICES, *tool_names):
+            found.append(
+                ConfigProblem(
+                    "netra.E106",
+                    f"AGENT_TOOL_CHOICE is {self.tool_choice!r}; it must be one of "
+                    f"{', '.join(TOOL_CHOICES)} or a tool's name ({', '.join(tool_names)}).",
+                    "Leave it unset (auto) unless the model needs pushing (docs/providers.md).",
+                )
+            )
+        return found
+
+    def _bound_problems(self) -> list[ConfigProblem]:
+        """Returns the numeric settings out of their range (netra.E105)."""
+        found: list[ConfigProblem] = []
         numbers = {
             "AGENT_MAX_STEPS": self.max_steps >= 1,
             "AGENT_LLM_TIMEOUT": self.request_timeout > 0,
@@ -119,6 +139,7 @@ class ProviderConfig:
             "AGENT_LLM_RETRY_MAX_WAIT": self.retry_max_wait >= 0,
             "AGENT_HISTORY_CHARS": self.history_chars >= 0,
             "AGENT_CONTEXT_TOKENS": self.context_tokens >= MIN_CONTEXT_TOKENS,
+            "AGENT_MAX_OUTPUT_TOKENS": 0 <= self.max_output_tokens < self.context_tokens,
         }
         for name, ok in numbers.items():
             if not ok:
@@ -127,18 +148,10 @@ class ProviderConfig:
                         "netra.E105",
                         f"{name} is out of range.",
                         "Steps must be at least 1, timeouts above 0, AGENT_CONTEXT_TOKENS at "
-                        f"least {MIN_CONTEXT_TOKENS}, the rest at least 0.",
+                        f"least {MIN_CONTEXT_TOKENS} and above AGENT_MAX_OUTPUT_TOKENS, the "
+                        "rest at least 0.",
                     )
                 )
-        if self.tool_choice not in TOOL_CHOICES:
-            found.append(
-                ConfigProblem(
-                    "netra.E106",
-                    f"AGENT_TOOL_CHOICE is {self.tool_choice!r}; it must be one of "
-                    f"{', '.join(TOOL_CHOICES)}.",
-                    "Leave it unset (auto) unless the model needs pushing (docs/providers.md).",
-                )
-            )
         return found
 
     def redact(self, text: str) -> str:

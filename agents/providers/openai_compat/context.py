@@ -44,18 +44,27 @@ def message_tokens(content: str) -> int:
     return estimate_tokens(content) + MESSAGE_OVERHEAD
 
 
-def answer_reserve(context_tokens: int) -> int:
-    """Returns the tokens kept free for the model's answer."""
+def answer_reserve(context_tokens: int, max_output_tokens: int = 0) -> int:
+    """Returns the tokens kept free for the model's answer: its limit when one is set
+    (AGENT_MAX_OUTPUT_TOKENS), else a quarter of the window, at most ANSWER_RESERVE_MAX."""
+    if max_output_tokens > 0:
+        return max_output_tokens
     return min(ANSWER_RESERVE_MAX, context_tokens // 4)
 
 
 def conversation_budget(
-    *, context_tokens: int, system_prompt: str, tools: list[dict[str, Any]], text: str
+    *,
+    context_tokens: int,
+    max_output_tokens: int = 0,
+    system_prompt: str,
+    tools: list[dict[str, Any]],
+    text: str,
 ) -> int:
     """Returns the tokens left for earlier messages once the system prompt, the tool
     schemas, the user's text and the answer's reserve are counted; raises
     llm_context_exceeded when the user's text alone does not fit."""
-    fixed = answer_reserve(context_tokens) + estimate_tokens(json.dumps(tools))
+    fixed = answer_reserve(context_tokens, max_output_tokens)
+    fixed += estimate_tokens(json.dumps(tools))
     if system_prompt:
         fixed += message_tokens(system_prompt)
     needed = fixed + message_tokens(text)
