@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     MAX_STEPS = "max_steps"
     LLM_AUTH = "llm_auth"
     LLM_CONTENT_FILTER = "llm_content_filter"
+    LLM_CONTEXT_EXCEEDED = "llm_context_exceeded"
     LLM_ERROR = "llm_error"
     LLM_LENGTH = "llm_length"
     LLM_MISCONFIGURED = "llm_misconfigured"
@@ -49,6 +50,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     TOOL_CRASHED = "tool_crashed"
+    BAD_RESULT = "bad_result"
     INTERRUPTED = "interrupted"
     # `tool_completed.error` of the built-in tools.
     BAD_EXPRESSION = "bad_expression"
