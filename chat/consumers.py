@@ -497,6 +497,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Closes the socket with 4401: the token that opened it was revoked."""
         await self._close_with(unauthenticated("The API token of this socket was revoked."))
 
+    async def thread_deleted(self, message: dict[str, Any]) -> None:
+        """Closes the socket with 4404: its thread was deleted."""
+        await self._close_with(thread_not_found())
+
     async def tail_check(self, message: dict[str, Any]) -> None:
         """Forwards what the log holds beyond the last event this socket sent; while the
         database is unreachable the check is retried on the next tick, the socket stays."""

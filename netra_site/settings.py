@@ -173,6 +173,20 @@ AGENT_STREAM_DELAY = env.float("AGENT_STREAM_DELAY", default=0.03)
 AGENT_STREAM_CHUNK = env.int("AGENT_STREAM_CHUNK", default=24)
 EVENT_API_MAX_LIMIT = 5000
 
+# --- Data lifecycle (docs/operations.md) -----------------------------------------------------
+# The events of finished runs older than this are pruned, whole runs only (never a thread's
+# newest run, never an active or waiting one); 0 keeps every event. Messages always stay.
+EVENT_RETENTION_DAYS = env.float("EVENT_RETENTION_DAYS", default=30.0)
+# Closed connections older than this are pruned with their state log; 0 keeps them all.
+CONNECTION_LOG_RETENTION_DAYS = env.float("CONNECTION_LOG_RETENTION_DAYS", default=14.0)
+# The most rows one prune transaction deletes (whole runs: a run bigger than this is deleted
+# alone), so that no transaction holds its row locks for long on a busy database.
+PRUNE_BATCH_SIZE = env.int("PRUNE_BATCH_SIZE", default=2000)
+# How often housekeeping prunes (once a day; one process of the cluster does it).
+PRUNE_INTERVAL = env.float("PRUNE_INTERVAL", default=86400.0)
+# Deleting a thread first cancels its active runs and waits this long for them to end.
+THREAD_DELETE_CANCEL_WAIT = env.float("THREAD_DELETE_CANCEL_WAIT", default=5.0)
+
 # --- LLM provider (docs/providers.md) --------------------------------------------------------
 # builtin: the offline agent; openai: any OpenAI-compatible chat-completions server.
 AGENT_PROVIDER = env.str("AGENT_PROVIDER", default="builtin")
