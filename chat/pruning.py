@@ -56,18 +56,18 @@ class PrunePlan:
 
 @dataclass
 class PruneReport:
-    """What a prune deleted, and the size of each batch (rows, seconds)."""
+    """What a prune deleted, and each batch: (kind, rows, seconds)."""
 
     runs: int = 0
     events: int = 0
     connections: int = 0
     state_log: int = 0
-    batches: list[tuple[int, float]] = field(default_factory=list)
+    batches: list[tuple[str, int, float]] = field(default_factory=list)
 
     @property
     def longest_batch_ms(self) -> float:
         """The longest batch transaction, in milliseconds."""
-        return max((seconds for _, seconds in self.batches), default=0.0) * 1000
+        return max((seconds for _, _, seconds in self.batches), default=0.0) * 1000
 
 
 def event_cutoff(now: datetime) -> datetime | None:
@@ -113,7 +113,7 @@ def _event_counts(run_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
             .values_list("run_id", "n")
         )
         counts.update(rows)
-    return counts
+    return {run_id: counts[run_id] for run_id in run_ids if run_id in counts}  # oldest first
 
 
 def run_batches(counts: dict[uuid.UUID, int], *, batch_size: int) -> Iterator[list[uuid.UUID]]:
@@ -184,7 +184,7 @@ def iter_prune(
     for batch in run_batches(counts, batch_size=batch_size):
         began = time.monotonic()
         deleted = delete_runs_batch(batch)
-        report.batches.append((deleted, time.monotonic() - began))
+        report.batches.append(("events", deleted, time.monotonic() - began))
         report.runs += len(batch)
         report.events += deleted
         metrics.PRUNED.labels(kind="runs").inc(len(batch))
@@ -195,7 +195,7 @@ def iter_prune(
         connections, logged = delete_connections_batch(now=now, batch_size=batch_size)
         if not connections:
             return
-        report.batches.append((connections + logged, time.monotonic() - began))
+        report.batches.append(("connections", connections + logged, time.monotonic() - began))
         report.connections += connections
         report.state_log += logged
         metrics.PRUNED.labels(kind="connections").inc(connections)
