@@ -74,7 +74,7 @@ def create_database(events: int) -> tuple[str, str]:
     with psycopg.connect(url, autocommit=True) as conn:
         for part in statement.split(";"):
             if part.strip():
-                conn.execute(part)  # type: ignore[call-overload]
+                conn.execute(part)
         count = conn.execute("SELECT count(*) FROM chat_event").fetchone()
     print(f"filled {count[0] if count else 0} events in {time.monotonic() - began:.1f} s")
     return name, url

@@ -180,3 +180,39 @@ def test_event_log_sizes_after_prune_keep_seq_numbering() -> None:
     )
     pruning.run_prune()
     assert sorted(Event.objects.values_list("thread_id", "seq")) == kept_seqs
+
+
+async def test_housekeeping_prunes_once_per_interval_in_its_own_thread() -> None:
+    from channels.db import database_sync_to_async
+
+    from chat import housekeeping
+
+    plan = await database_sync_to_async(lifecycle_scenario.build)()
+    task = housekeeping.maybe_prune()
+    assert task is not None
+    await task
+    assert housekeeping.maybe_prune() is None  # this interval is done in this process
+    records = await database_sync_to_async(list)(PruneRecord.objects.all())
+    assert [(r.trigger, r.events, r.error) for r in records] == [
+        ("scheduled", plan["pruned_events"], "")
+    ]
+    assert_pruned_as_planned(plan, await database_sync_to_async(lifecycle_scenario.state)())
+    await housekeeping.stop()
+
+
+def test_operations_page_shows_table_sizes_and_the_last_prune() -> None:
+    from django.test import Client
+
+    from tests import helpers
+
+    lifecycle_scenario.build()
+    pruning.run_prune()
+    staff = helpers.make_user("ops-staff")
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    client = Client()
+    client.force_login(staff)
+    html = client.get("/admin/ops/").content.decode()
+    assert "Tables and the last prune" in html
+    assert f"<td>chat_event</td><td>{Event.objects.count()}</td>" in html
+    assert "Last prune (command)" in html and "24 events of 4 runs, 3 connections" in html
