@@ -477,3 +477,30 @@ def test_a_resume_from_pruned_events_reloads_the_history_once(
     after_reload = [seq for seq in resumes if seq not in ("0", "7")]
     assert len(after_reload) == 1 and resumes[-1] == after_reload[0], resumes
     expect(page.get_by_text("Some events could not be recovered")).to_have_count(0)
+
+
+def test_delete_a_thread_from_the_list_after_confirming(page: Page, server: Server) -> None:
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Keep me")
+    page.goto(f"{server.http}/threads/")
+    open_new_thread(page, "Delete me")
+    chat = page.context.new_page()  # the thread open in another tab: its socket closes 4404
+    chat.goto(page.url)
+    expect(chat.locator("#conn-status")).to_have_text("Connected")
+    page.goto(f"{server.http}/threads/")
+    items = page.locator("#thread-list li")
+    expect(items).to_have_count(2)
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Delete Delete me").click()
+    page.wait_for_timeout(500)
+    expect(items).to_have_count(2)  # not confirmed: nothing happened
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete Delete me").click()
+    expect(items).to_have_count(1)
+    expect(items.first).to_contain_text("Keep me")
+    expect(chat.locator("#conn-status")).to_contain_text("This thread no longer exists.")
+    page.reload()
+    expect(page.locator("#thread-list li")).to_have_count(1)
+    chat.close()
