@@ -68,3 +68,41 @@ async def test_deleting_a_thread_closes_its_sockets_on_every_worker_with_4404() 
         assert (status, body["error"]["code"]) == (404, "thread_not_found")
         for worker in cluster.workers:
             assert "Traceback" not in worker.log_text(), worker.log_tail()
+
+
+async def test_a_deletion_that_does_not_wait_for_the_run_leaves_no_orphan_event() -> None:
+    """THREAD_DELETE_CANCEL_WAIT=0: the thread goes while its run on the other worker is
+    still active; the run's next append finds no thread (the row lock orders the two on
+    PostgreSQL), and the run stops without writing it."""
+    require_redis()
+    require_postgres()
+    with (
+        postgres_database() as database_url,
+        running_cluster(
+            database_url=database_url,
+            redis_url=REDIS_URL,
+            workers=2,
+            env={"THREAD_DELETE_CANCEL_WAIT": "0"},
+        ) as cluster,
+    ):
+        token = cluster.make_users("hasty", 1)[0]
+        thread_id = cluster.new_thread(token)
+        there = Socket(cluster[1], thread_id, token)
+        await there.open()
+        await there.ask("wait 2 seconds and what is 1+1")
+        await there.wait_for(lambda f: f.get("type") == "tool_executing")
+        status, _ = await asyncio.to_thread(
+            cluster[0].api, "DELETE", f"/api/threads/{thread_id}/", token
+        )
+        assert status == 204
+        assert await there.wait_closed(10) == 4404
+        await asyncio.sleep(3.0)  # past the wait tool: the run has tried its next event
+        assert query(
+            database_url,
+            "SELECT count(*) FROM chat_event WHERE thread_id = %s",
+            uuid.UUID(thread_id),
+        ) == [(0,)]
+        log = cluster[1].log_text()
+        assert "thread deleted during the run" in log
+        for worker in cluster.workers:
+            assert "Traceback" not in worker.log_text(), worker.log_tail()
