@@ -1,16 +1,19 @@
 """What the operations page shows: connection states, auth failures, stuck connections,
-unpaired tool calls and failed runs, read from the database (sync)."""
+unpaired tool calls, failed runs, table sizes and the last prune, read from the database
+(sync)."""
 
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, F
 from django.utils import timezone
 
 from agents.models import ACTIVE_STATUSES, AgentRun, RunStatus
-from chat.models import Connection, ConnectionState, ConnectionStateLog, Event
+from chat.models import Connection, ConnectionState, ConnectionStateLog, Event, Message, Thread
+from chat.pruning import last_prune
 from chat.runevents import EventType, fold_run
 
 INTERMEDIATE = (
@@ -65,5 +68,36 @@ def ops_overview() -> dict[str, Any]:
         "active_runs": active,
         "unpaired": unpaired,
         "failed_runs": failed,
+        "tables": table_sizes(),
+        "last_prune": last_prune(),
+        "retention": {
+            "events_days": settings.EVENT_RETENTION_DAYS,
+            "connections_days": settings.CONNECTION_LOG_RETENTION_DAYS,
+        },
         "now": now,
     }
+
+
+SIZED = (Thread, Message, AgentRun, Event, Connection, ConnectionStateLog)
+
+
+def table_sizes() -> list[dict[str, Any]]:
+    """Rows (and, on PostgreSQL, bytes) of the tables that grow; on PostgreSQL the row
+    count is the planner's estimate, so the page stays cheap on a big event log."""
+    tables = [model._meta.db_table for model in SIZED]
+    if connection.vendor != "postgresql":
+        return [
+            {"table": model._meta.db_table, "rows": model._default_manager.count(), "bytes": None}
+            for model in SIZED
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, greatest(reltuples, 0)::bigint, pg_total_relation_size(oid) "
+            "FROM pg_class WHERE relname = ANY(%s)",
+            [tables],
+        )
+        found = {name: (rows, size) for name, rows, size in cursor.fetchall()}
+    return [
+        {"table": table, "rows": found.get(table, (0, 0))[0], "bytes": found.get(table, (0, 0))[1]}
+        for table in tables
+    ]

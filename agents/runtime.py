@@ -187,6 +187,21 @@ class AgentService:
         if handle is not None:
             handle.request_cancel()
 
+    async def stop_thread_runs(self, *, thread_id: uuid.UUID, wait: float) -> list[uuid.UUID]:
+        """Cancels the thread's active runs (here at once, elsewhere at the next heartbeat)
+        and waits up to `wait` seconds for them to end; returns those still active."""
+        run_ids = await database_sync_to_async(services.run_request_cancel_thread)(
+            thread_id=thread_id
+        )
+        for run_id in run_ids:
+            if (handle := self.runs.get(run_id)) is not None:
+                handle.request_cancel()
+        deadline = time.monotonic() + wait
+        while run_ids and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            run_ids = await database_sync_to_async(selectors.active_run_ids)(thread_id=thread_id)
+        return run_ids
+
     def _start(self, spec: RunSpec) -> None:
         self.ensure_background()
         handle = RunHandle(spec=spec)

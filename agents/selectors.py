@@ -95,3 +95,12 @@ def stale_runs(*, stale_after: float) -> list[AgentRun]:
             "message"
         )
     )
+
+
+def active_run_ids(*, thread_id: uuid.UUID) -> list[uuid.UUID]:
+    """Returns the ids of the thread's queued or running runs."""
+    return list(
+        AgentRun.objects.filter(thread_id=thread_id, status__in=ACTIVE_STATUSES).values_list(
+            "id", flat=True
+        )
+    )

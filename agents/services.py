@@ -180,3 +180,13 @@ def run_adopt(*, run_id: uuid.UUID, stale_after: float, worker_id: str) -> bool:
         ).update(worker_id=worker_id, heartbeat_at=timezone.now())
         == 1
     )
+
+
+def run_request_cancel_thread(*, thread_id: uuid.UUID) -> list[uuid.UUID]:
+    """Flags every active run of a thread for cancellation (the thread is being deleted);
+    returns their ids."""
+    run_ids = selectors.active_run_ids(thread_id=thread_id)
+    AgentRun.objects.filter(pk__in=run_ids, status__in=ACTIVE_STATUSES).update(
+        cancel_requested=True
+    )
+    return run_ids

@@ -28,6 +28,7 @@ from chat.errors import (
     protocol_error,
     report_exception,
     run_not_active,
+    thread_not_found,
     unauthenticated,
     unavailable,
 )
@@ -332,6 +333,10 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
     async def token_revoked(self, message: dict[str, Any]) -> None:
         """Closes the socket with 4401: the token that opened it was revoked."""
         await self._end(End.CLOSED, unauthenticated("The API token of this socket was revoked."))
+
+    async def thread_deleted(self, message: dict[str, Any]) -> None:
+        """Closes the socket with 4404: its thread was deleted."""
+        await self._end(End.CLOSED, thread_not_found())
 
     @property
     def _thread_id(self) -> uuid.UUID | None:

@@ -191,6 +191,14 @@ def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any]
     return results
 
 
+def resume_recovered(*, after_seq: int, first_seq: int | None, last_seq: int) -> bool:
+    """True if a replay after `after_seq` that starts at `first_seq` (None: no event) is
+    complete; False if events after `after_seq` were pruned (the client must reload)."""
+    if last_seq <= after_seq:
+        return True
+    return first_seq == after_seq + 1
+
+
 def events_after(
     *, thread_id: uuid.UUID, after_seq: int, limit: int | None = None, up_to: int | None = None
 ) -> list[dict[str, Any]]:

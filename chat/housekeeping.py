@@ -1,8 +1,11 @@
-"""Per-process housekeeping: the server process heartbeat and the connection reaper."""
+"""Per-process housekeeping: the server process heartbeat, the connection reaper, and the
+daily prune (chat.pruning; one process of the cluster claims each day's)."""
 
 import asyncio
 import contextvars
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
@@ -16,11 +19,15 @@ from chat.connections import (
     unflushed_count,
 )
 from chat.errors import report_exception
+from chat.pruning import run_scheduled_prune
 
 logger = logging.getLogger("netra.housekeeping")
 
 _task: asyncio.Task[None] | None = None
 _loop: asyncio.AbstractEventLoop | None = None
+_prune_task: asyncio.Task[None] | None = None
+_prune_stop = threading.Event()
+_prune_slot: int | None = None
 
 
 def ensure_started() -> None:
@@ -34,11 +41,38 @@ def ensure_started() -> None:
 
 async def stop() -> None:
     """Stops the loop (tests, shutdown)."""
-    global _task
+    global _task, _prune_task
     task, _task = _task, None
     if task is not None and not task.done():
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    prune, _prune_task = _prune_task, None
+    if prune is not None and not prune.done():
+        _prune_stop.set()  # the prune thread stops after its current batch
+        await asyncio.gather(prune, return_exceptions=True)
+    _prune_stop.clear()
+
+
+def maybe_prune() -> asyncio.Task[None] | None:
+    """Starts the prune of this PRUNE_INTERVAL in its own thread, unless one is running or
+    this process already tried this interval; the sweep does not wait for it."""
+    global _prune_task, _prune_slot
+    slot = int(time.time() // settings.PRUNE_INTERVAL)
+    if slot == _prune_slot or (_prune_task is not None and not _prune_task.done()):
+        return None
+    _prune_slot = slot
+    _prune_task = asyncio.get_running_loop().create_task(_prune(), name="netra-prune")
+    return _prune_task
+
+
+async def _prune() -> None:
+    try:
+        # Not the shared database thread: a batch must not hold up the sockets' queries.
+        await database_sync_to_async(run_scheduled_prune, thread_sensitive=False)(stop=_prune_stop)
+    except DatabaseError as exc:
+        logger.warning("daily prune failed, the next interval retries: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - reported; housekeeping must keep going
+        report_exception(exc, "daily prune failed")
 
 
 @dataclass(frozen=True)
@@ -74,4 +108,5 @@ async def _run() -> None:
             logger.warning("housekeeping sweep failed: %s", exc)
         except Exception as exc:  # noqa: BLE001 - reported; housekeeping must keep going
             report_exception(exc, "housekeeping sweep failed")
+        maybe_prune()
         await asyncio.sleep(settings.PROCESS_HEARTBEAT_INTERVAL)

@@ -59,6 +59,11 @@ RATE_LIMITED = Counter(
     "netra_rate_limited", "Sockets and messages refused by a per-user limit.", ["kind"]
 )
 LLM_REQUESTS = Counter("netra_llm_requests", "Requests to the LLM provider.", ["outcome"])
+PRUNED = Counter(
+    "netra_pruned",
+    "Rows pruned: events, runs whose events were pruned, closed connections.",
+    ["kind"],
+)
 
 # Label values known in advance start at 0, so that rate() and increase() see the first
 # failure of a process rather than a series appearing out of nowhere.
@@ -72,3 +77,5 @@ for _kind in ("sockets", "messages"):
     RATE_LIMITED.labels(kind=_kind)
 for _status in ("completed", "failed", "cancelled"):
     RUNS_TOTAL.labels(status=_status)
+for _kind in ("events", "runs", "connections"):
+    PRUNED.labels(kind=_kind)

@@ -185,3 +185,33 @@ class ServerProcess(models.Model):
 
     def __str__(self) -> str:
         return self.worker_id
+
+
+class PruneRecord(models.Model):
+    """One prune of the event log and the connection log (docs/operations.md).
+
+    A scheduled prune carries its `slot` (the number of PRUNE_INTERVALs since the epoch);
+    the unique slot lets one process of a cluster claim each day's prune.
+    """
+
+    class Trigger(models.TextChoices):
+        SCHEDULED = "scheduled"
+        COMMAND = "command"
+
+    id = models.BigAutoField(primary_key=True)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    slot = models.BigIntegerField(null=True, blank=True, unique=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    events = models.BigIntegerField(default=0)
+    runs = models.BigIntegerField(default=0)
+    connections = models.BigIntegerField(default=0)
+    batches = models.IntegerField(default=0)
+    longest_batch_ms = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"prune {self.started_at:%Y-%m-%d %H:%M} ({self.trigger})"

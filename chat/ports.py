@@ -34,6 +34,10 @@ class AgentServicePort(Protocol):
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
         """Asks an active run of the user's to stop."""
 
+    async def stop_thread_runs(self, *, thread_id: uuid.UUID, wait: float) -> list[uuid.UUID]:
+        """Cancels a thread's active runs and waits up to `wait` seconds for them to end;
+        returns the ids of those still active."""
+
     def ensure_background(self) -> None:
         """Starts the process's heartbeat and reaper tasks if they are not running."""
 

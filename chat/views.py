@@ -14,11 +14,11 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
-from chat import selectors, services
+from chat import lifecycle, selectors, services
 from chat.api import ThreadBody, api_view, error_response
 from chat.auth import Principal
 from chat.errors import ErrorCode, NetraError, rate_limited, thread_not_found
-from chat.events import events_after, isoformat
+from chat.events import events_after, isoformat, resume_recovered
 from chat.models import Thread
 from chat.protocol import MAX_SEQ
 
@@ -135,7 +135,8 @@ async def thread_for(principal: Principal, thread_id: uuid.UUID) -> Any:
 async def api_thread_events(
     request: HttpRequest, principal: Principal, thread_id: uuid.UUID
 ) -> JsonResponse:
-    """The thread's logged events after `after_seq`: {events, last_seq, has_more}."""
+    """The thread's logged events after `after_seq`: {events, last_seq, has_more,
+    recovered}; recovered is false when events after `after_seq` were pruned."""
     after_seq = _int_param(request, "after_seq", default=0, low=0, high=MAX_SEQ)
     limit = _int_param(request, "limit", default=500, low=1, high=settings.EVENT_API_MAX_LIMIT)
     await thread_for(principal, thread_id)
@@ -145,9 +146,27 @@ async def api_thread_events(
         return page, selectors.thread_last_seq(thread_id=thread_id)
 
     page, last_seq = await database_sync_to_async(read)()
+    first_seq = page[0]["seq"] if page else None
     return JsonResponse(
-        {"events": page[:limit], "last_seq": last_seq, "has_more": len(page) > limit}
+        {
+            "events": page[:limit],
+            "last_seq": last_seq,
+            "has_more": len(page) > limit,
+            "recovered": resume_recovered(
+                after_seq=after_seq, first_seq=first_seq, last_seq=last_seq
+            ),
+        }
     )
+
+
+@api_view("DELETE")
+async def api_thread(
+    request: HttpRequest, principal: Principal, thread_id: uuid.UUID
+) -> HttpResponse:
+    """DELETE removes the caller's thread with its runs and events (204; 404 for anyone
+    else's); its open sockets are closed with 4404."""
+    await lifecycle.run_thread_delete(thread_id=thread_id, user=principal.user)
+    return HttpResponse(status=204)
 
 
 def _int_param(request: HttpRequest, name: str, *, default: int, low: int, high: int | None) -> int:

@@ -206,6 +206,20 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=262144)
 # Modules imported at start-up whose @tool functions register themselves (env: comma list).
 NETRA_TOOLS = [path.strip() for path in env.list("NETRA_TOOLS", default=[]) if path.strip()]
 
+# --- Data lifecycle (docs/operations.md) -----------------------------------------------------
+# The events of finished runs older than this are pruned, whole runs only (never a thread's
+# newest run, never an active or waiting one); 0 keeps every event. Messages always stay.
+EVENT_RETENTION_DAYS = env.float("EVENT_RETENTION_DAYS", default=30.0)
+# Closed connections older than this are pruned with their state log; 0 keeps them all.
+CONNECTION_LOG_RETENTION_DAYS = env.float("CONNECTION_LOG_RETENTION_DAYS", default=14.0)
+# The most rows one prune transaction deletes (whole runs: a run bigger than this is deleted
+# alone), so that no transaction holds its row locks for long on a busy database.
+PRUNE_BATCH_SIZE = env.int("PRUNE_BATCH_SIZE", default=2000)
+# How often housekeeping prunes (once a day; one process of the cluster does it).
+PRUNE_INTERVAL = env.float("PRUNE_INTERVAL", default=86400.0)
+# Deleting a thread first cancels its active runs and waits this long for them to end.
+THREAD_DELETE_CANCEL_WAIT = env.float("THREAD_DELETE_CANCEL_WAIT", default=5.0)
+
 # --- LLM provider (docs/providers.md) --------------------------------------------------------
 # builtin: the offline agent; openai: any OpenAI-compatible chat-completions server.
 AGENT_PROVIDER = env.str("AGENT_PROVIDER", default="builtin")

@@ -430,3 +430,70 @@ def test_screenshot_of_a_finished_run(
         path.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(path))
         assert path.stat().st_size > 0
+
+
+PRUNE_UNDER_THE_PAGE = """
+from chat import pruning
+from chat.models import Thread
+from tests import lifecycle_scenario
+thread = Thread.objects.get(pk='{thread_id}')
+lifecycle_scenario.make_run(thread, age=lifecycle_scenario.OLD)
+lifecycle_scenario.make_run(thread, age=lifecycle_scenario.OLD)
+print(pruning.run_prune().runs)
+"""
+
+
+def test_a_resume_from_pruned_events_reloads_the_history_once(
+    own_server: Restartable, page: Page
+) -> None:
+    server = own_server.server
+    sockets: list[WebSocket] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Pruned under the page")
+    ask(page, "what is 2+3")
+    expect(last_run(page)).to_have_attribute("data-state", "completed")
+    thread_id = page.locator("#chat").get_attribute("data-thread-id")
+    server.stop()
+    # Two more runs while the page is away; the first of them (not the newest) is pruned,
+    # so the page's resume point lies before the first kept event.
+    pruned = server.manage("shell", "-c", PRUNE_UNDER_THE_PAGE.format(thread_id=thread_id))
+    assert pruned.strip().splitlines()[-1] == "1"  # the run right after the page's
+    own_server.restart()
+
+    # The page reloads the thread's history (the messages stay) instead of looping.
+    expect(page.locator("#history .msg-user")).to_have_count(3, timeout=40_000)
+    expect(page.locator("#conn-status")).to_have_text("Connected")
+    page.wait_for_timeout(3000)
+    # Retries while the server was down resume after 7; the reloaded page once after its end.
+    resumes = [ws.url.rsplit("after_seq=", 1)[-1] for ws in sockets]
+    after_reload = [seq for seq in resumes if seq not in ("0", "7")]
+    assert len(after_reload) == 1 and resumes[-1] == after_reload[0], resumes
+    expect(page.get_by_text("Some events could not be recovered")).to_have_count(0)
+
+
+def test_delete_a_thread_from_the_list_after_confirming(page: Page, server: Server) -> None:
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Keep me")
+    page.goto(f"{server.http}/threads/")
+    open_new_thread(page, "Delete me")
+    chat = page.context.new_page()  # the thread open in another tab: its socket closes 4404
+    chat.goto(page.url)
+    expect(chat.locator("#conn-status")).to_have_text("Connected")
+    page.goto(f"{server.http}/threads/")
+    items = page.locator("#thread-list li")
+    expect(items).to_have_count(2)
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Delete Delete me").click()
+    page.wait_for_timeout(500)
+    expect(items).to_have_count(2)  # not confirmed: nothing happened
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete Delete me").click()
+    expect(items).to_have_count(1)
+    expect(items.first).to_contain_text("Keep me")
+    expect(chat.locator("#conn-status")).to_contain_text("This thread no longer exists.")
+    page.reload()
+    expect(page.locator("#thread-list li")).to_have_count(1)
+    chat.close()

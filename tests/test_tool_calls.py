@@ -15,11 +15,11 @@ import sentry_sdk
 from channels.db import database_sync_to_async
 from pydantic import BaseModel
 
-from agents.builtin import RunInput
 from agents.dispatcher import ToolDispatcher, ToolOutcome
 from agents.emitter import RunEmitter
 from agents.errors import ToolCrashedError, ToolError
 from agents.invariants import run_violations
+from agents.providers.base import RunInput
 from agents.tools import ToolContext, tool
 from chat.events import events_after
 from chat.models import Thread

@@ -12,6 +12,17 @@ function newClientMsgId() {
   return `m-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
+const RELOAD_GUARD_MS = 60000;
+
+/** Reloads the page unless it was reloaded for `key` within the last minute (no loop). */
+function reloadOnce(key) {
+  const last = Number(window.sessionStorage.getItem(key) || 0);
+  if (Date.now() - last < RELOAD_GUARD_MS) return false;
+  window.sessionStorage.setItem(key, String(Date.now()));
+  window.location.reload();
+  return true;
+}
+
 class ChatPage {
   constructor(root) {
     this.root = root;
@@ -239,6 +250,11 @@ class ChatPage {
         this.onError(frame);
         break;
       case FrameType.OUT_OF_SYNC:
+        this.showNotice(frame.message, "Reload", () => window.location.reload());
+        break;
+      case FrameType.HISTORY_PRUNED:
+        // Reload the thread's history once; if that did not help, say so and stop.
+        if (this.outbox.size === 0 && reloadOnce(`netra.pruned:${window.location.pathname}`)) break;
         this.showNotice(frame.message, "Reload", () => window.location.reload());
         break;
       default:

@@ -17,7 +17,8 @@ export const EventType = Object.freeze({
   AGENT_COMPLETED: "agent_completed",
 });
 
-/** Server frames that are not run events; OUT_OF_SYNC is the client's own, never sent. */
+/** Server frames that are not run events; OUT_OF_SYNC and HISTORY_PRUNED are the client's
+ * own, never sent. */
 export const FrameType = Object.freeze({
   CONNECTION_ESTABLISHED: "connection_established",
   ACK: "ack",
@@ -25,6 +26,7 @@ export const FrameType = Object.freeze({
   ERROR: "error",
   PONG: "pong",
   OUT_OF_SYNC: "out_of_sync",
+  HISTORY_PRUNED: "history_pruned",
 });
 
 /** Frames the client sends. */

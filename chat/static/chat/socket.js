@@ -180,13 +180,19 @@ export class ThreadSocket {
 
   onResumeComplete(frame) {
     this.resumeInFlight = false;
-    this.drain();
     if (!frame.recovered) {
+      // The events after lastSeq were pruned: no resume can fill that gap, so the page
+      // reloads the thread's history (its messages stay) instead of asking again.
+      this.pending.clear();
+      this.lastSeq = Math.max(this.lastSeq, frame.last_seq);
       this.callbacks.onFrame({
-        type: FrameType.OUT_OF_SYNC,
+        type: FrameType.HISTORY_PRUNED,
         message: "Older events of this thread were pruned; reload the page to see the whole thread.",
       });
+      this.callbacks.onReady();
+      return;
     }
+    this.drain();
     if (this.pending.size > 0) this.requestResume();
     this.callbacks.onReady();
   }
