@@ -13,6 +13,7 @@ from django.db import DatabaseError
 
 from chat import metrics, selectors
 from chat.auth import Principal, principal_from_scope
+from chat.broadcaster import session_group, user_sessions_group
 from chat.connections import ConnectionTracker
 from chat.errors import (
     CLOSE_RATE_LIMITED,
@@ -86,7 +87,8 @@ class Admission:
 
 async def admit(scope: dict[str, Any], tracker: ConnectionTracker) -> Admission:
     """Authenticates the handshake of `tracker`'s socket, notes in the tracker who it is
-    and registers it (its row counts against the socket limit from then on); raises the NetraError to refuse the socket with."""
+    and registers it (its row counts against the socket limit from then on); raises the
+    NetraError to refuse the socket with."""
     thread_id = parse_uuid(tracker.requested_thread)
     principal = await authenticate(scope, thread_id=thread_id, tracker=tracker)
     assert thread_id is not None  # _lookup refused a thread id that is not a UUID
@@ -94,6 +96,14 @@ async def admit(scope: dict[str, Any], tracker: ConnectionTracker) -> Admission:
     if service is None:
         raise unavailable("The agent service is not running; retry shortly.")
     return Admission(principal=principal, thread_id=thread_id, service=service)
+
+
+def session_groups(principal: Principal) -> tuple[str, ...]:
+    """The groups a cookie socket joins so that it closes with its session: the session's
+    own (logout) and its user's (a password change); none for a token socket."""
+    if principal.session_key is None:
+        return ()
+    return (session_group(principal.session_key), user_sessions_group(principal.user.pk))
 
 
 def after_seq_of(scope: dict[str, Any]) -> int | None:

@@ -87,3 +87,26 @@ async def test_a_save_that_keeps_the_password_closes_no_socket(
     await assert_open(comm)
     assert await comm.receive_nothing(timeout=0.3)
     await comm.disconnect()
+
+
+async def test_the_admin_password_change_closes_the_other_sessions_sockets(
+    user: Any, thread: Any, service: Any
+) -> None:
+    user.is_staff = True
+    await database_sync_to_async(user.save)()
+    changing = await database_sync_to_async(helpers.session_cookie)(user)
+    other = await database_sync_to_async(helpers.session_cookie)(user)
+    comm, _ = await helpers.open_socket(thread.id, cookie=other)
+
+    def change_password() -> int:
+        client = Client()
+        client.cookies["sessionid"] = changing.removeprefix("sessionid=")
+        form = {
+            "old_password": "pw-Secret-123",
+            "new_password1": "a-New-Secret-456",
+            "new_password2": "a-New-Secret-456",
+        }
+        return client.post("/admin/password_change/", form).status_code
+
+    assert await database_sync_to_async(change_password)() == 302
+    await assert_closed_unauthenticated(comm)
