@@ -110,3 +110,16 @@ async def test_the_admin_password_change_closes_the_other_sessions_sockets(
 
     assert await database_sync_to_async(change_password)() == 302
     await assert_closed_unauthenticated(comm)
+
+
+async def test_deactivating_a_user_closes_its_cookie_sockets_with_4403(
+    user: Any, thread: Any, service: Any
+) -> None:
+    cookie = await database_sync_to_async(helpers.session_cookie)(user)
+    comm, _ = await helpers.open_socket(thread.id, cookie=cookie)
+    user.is_active = False
+    await database_sync_to_async(user.save)()
+    frame = await comm.receive_json_from(timeout=5)
+    assert (frame["code"], frame["close_code"]) == ("forbidden", 4403)
+    assert await helpers.expect_close(comm) == 4403
+    await comm.disconnect()
