@@ -9,7 +9,10 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Registers the start-up checks."""
+        """Registers the start-up checks and the hooks that close sockets whose session
+        ended."""
         from chat import checks as chat_checks
+        from chat import signals
 
         checks.register(chat_checks.check_channel_layer, checks.Tags.compatibility)
+        signals.connect()

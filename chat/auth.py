@@ -5,8 +5,10 @@ Tokens are created and revoked by chat/services.py."""
 import hashlib
 import hmac
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils import timezone
 
@@ -22,6 +24,7 @@ class Principal:
 
     user: Any
     token_id: Any = None
+    session_key: str | None = None  # for browser sockets: the session that logged them in
 
 
 def hash_token(raw: str) -> str:
@@ -75,7 +78,15 @@ def principal_from_session(session: Any) -> Principal:
         raise unauthenticated("The session has expired; log in again.")
     if not user.is_active:
         raise forbidden()
-    return Principal(user=user)
+    return Principal(user=user, session_key=getattr(session, "session_key", None))
+
+
+def principal_from_session_key(session_key: str) -> Principal:
+    """Returns the principal of the stored session `session_key` as it is now; 4401 if it
+    is gone (logged out, expired, its key cycled) or its password changed, 4403 if the user
+    was deactivated (sync)."""
+    engine = import_module(settings.SESSION_ENGINE)
+    return principal_from_session(engine.SessionStore(session_key))
 
 
 def principal_from_scope(scope: dict[str, Any]) -> Principal:

@@ -1,6 +1,7 @@
 """The broadcaster: log an event, then notify the thread's sockets over the channel layer."""
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -39,6 +40,19 @@ def thread_group(thread_id: uuid.UUID | str) -> str:
 def token_group(token_id: uuid.UUID | str) -> str:
     """Returns the group of the sockets an API token opened (closed when it is revoked)."""
     return f"token.{token_id}"
+
+
+def session_group(session_key: str) -> str:
+    """Returns the group of the sockets a browser session opened (closed at its logout).
+    The name carries a hash of the session key, never the key itself."""
+    digest = hashlib.sha256(f"netra-socket-session:{session_key}".encode()).hexdigest()
+    return f"session.{digest[:40]}"
+
+
+def user_sessions_group(user_id: int | str) -> str:
+    """Returns the group of the sockets any session of a user opened (re-checked when the
+    user's password or active flag changes)."""
+    return f"sessions.{user_id}"
 
 
 class LogWriter:

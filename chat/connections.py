@@ -10,12 +10,13 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from chat import metrics
+from chat import metrics, selectors
 from chat.models import ApiToken, Connection, ConnectionStateLog, ServerProcess, Thread
 from chat.models import ConnectionState as S
 
@@ -128,8 +129,28 @@ class ConnectionTracker:
             raise
         self._saved = True
 
-    def _write(self, pending: list[_Pending]) -> None:
-        fields = {
+    def register(self, *, max_open: int) -> bool:
+        """Writes this connection's row as one of its user's open sockets if the user has
+        fewer than `max_open`; returns False, writing nothing, if not (sync; database).
+
+        The count and the insert are one transaction holding a lock on the user's row
+        (SELECT ... FOR UPDATE on PostgreSQL; on SQLite the IMMEDIATE transaction of the
+        settings takes the write lock first), so handshakes racing on any worker are
+        admitted one at a time. The row counts from here on (OPEN_STATES): the later
+        `flush` updates it, and a refusal moves it to a state that no longer counts.
+        """
+        assert self.user_id is not None, "register after authentication"
+        with transaction.atomic():
+            locked = get_user_model().objects.select_for_update().filter(pk=self.user_id)
+            list(locked.values_list("pk", flat=True))
+            if selectors.open_sockets(user_id=self.user_id) >= max_open:
+                return False
+            self._create_row(self._row_fields(self._pending))
+        self._saved = True
+        return True
+
+    def _row_fields(self, pending: list[_Pending]) -> dict[str, Any]:
+        fields: dict[str, Any] = {
             "user_id": self.user_id,
             "thread_id": self.thread_id,
             "token_id": self.token_id,
@@ -139,19 +160,26 @@ class ConnectionTracker:
         }
         if self.state == S.CLOSED:
             fields["closed_at"] = pending[-1].at if pending else timezone.now()
+        return fields
+
+    def _create_row(self, fields: dict[str, Any]) -> None:
+        Connection.objects.create(
+            id=self.id,
+            requested_thread=self.requested_thread[:64],
+            client_addr=self.client_addr[:64],
+            user_agent=self.user_agent[:300],
+            worker_id=WORKER_ID,
+            opened_at=self.opened_at,
+            **fields,
+        )
+
+    def _write(self, pending: list[_Pending]) -> None:
+        fields = self._row_fields(pending)
         with transaction.atomic():
             if self._saved:
                 Connection.objects.filter(pk=self.id).update(**fields)
             else:
-                Connection.objects.create(
-                    id=self.id,
-                    requested_thread=self.requested_thread[:64],
-                    client_addr=self.client_addr[:64],
-                    user_agent=self.user_agent[:300],
-                    worker_id=WORKER_ID,
-                    opened_at=self.opened_at,
-                    **fields,
-                )
+                self._create_row(fields)
             ConnectionStateLog.objects.bulk_create(
                 ConnectionStateLog(
                     connection_id=self.id,

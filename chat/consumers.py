@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from chat import metrics
-from chat.auth import header
+from chat.auth import header, principal_from_session_key
 from chat.closing import ENDINGS, End, flush_quietly, record_ending
 from chat.connections import ConnectionTracker
 from chat.delivery import Delivery
@@ -32,7 +32,7 @@ from chat.errors import (
     unauthenticated,
     unavailable,
 )
-from chat.handshake import Admission, admit, after_seq_of
+from chat.handshake import Admission, admit, after_seq_of, session_groups
 from chat.layer_receive import ChannelLayerReceiveError, GuardedLayerReceive
 from chat.models import ConnectionState as S
 from chat.protocol import (
@@ -152,6 +152,7 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
             token_id=admitted.principal.token_id,
             send_text=self._send_text,
             connection_id=self.tracker.id,
+            extra_groups=session_groups(admitted.principal),
         )
         await self.delivery.join()
         await self.accept()
@@ -337,6 +338,21 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
     async def thread_deleted(self, message: dict[str, Any]) -> None:
         """Closes the socket with 4404: its thread was deleted."""
         await self._end(End.CLOSED, thread_not_found())
+
+    async def session_ended(self, message: dict[str, Any]) -> None:
+        """Closes the socket with 4401: the session that opened it logged out."""
+        await self._end(End.CLOSED, unauthenticated("You logged out; log in again."))
+
+    async def session_check(self, message: dict[str, Any]) -> None:
+        """Checks the socket's session again (its user's password or active flag changed);
+        closes with 4401 if it no longer authenticates, 4403 if the user was deactivated."""
+        assert self.admitted is not None and self.admitted.principal.session_key is not None
+        try:
+            await database_sync_to_async(principal_from_session_key)(
+                self.admitted.principal.session_key
+            )
+        except NetraError as err:
+            await self._end(End.CLOSED, err)
 
     @property
     def _thread_id(self) -> uuid.UUID | None:

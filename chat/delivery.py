@@ -53,6 +53,7 @@ class Delivery:
         token_id: uuid.UUID | None,
         send_text: SendText,
         connection_id: uuid.UUID,
+        extra_groups: tuple[str, ...] = (),
     ) -> None:
         self.layer = layer
         self.channel_name = channel_name
@@ -60,6 +61,7 @@ class Delivery:
         self.groups: tuple[str, ...] = (thread_group(str(thread_id)),)
         if token_id is not None:  # a socket opened with a token goes when the token does
             self.groups += (token_group(token_id),)
+        self.groups += extra_groups  # e.g. a cookie socket's session groups
         self.send_text = send_text
         self.connection_id = connection_id
         self.last_seq = 0

@@ -13,6 +13,7 @@ from django.db import DatabaseError
 
 from chat import metrics, selectors
 from chat.auth import Principal, principal_from_scope
+from chat.broadcaster import session_group, user_sessions_group
 from chat.connections import ConnectionTracker
 from chat.errors import (
     CLOSE_RATE_LIMITED,
@@ -29,14 +30,20 @@ logger = logging.getLogger("netra.consumer")
 SOCKET_RETRY_AFTER = 10.0
 
 
-def _lookup(scope: dict[str, Any], thread_id: uuid.UUID | None) -> Principal:
-    """Authenticates the handshake and checks the thread belongs to the user (sync)."""
+def _lookup(
+    scope: dict[str, Any], thread_id: uuid.UUID | None, tracker: ConnectionTracker
+) -> Principal:
+    """Authenticates the handshake, checks the thread belongs to the user and registers
+    the socket within the user's socket limit, in one atomic step (sync)."""
     principal = principal_from_scope(scope)
     if thread_id is None or not selectors.thread_exists_for(
         thread_id=thread_id, user=principal.user
     ):
         raise thread_not_found()
-    if selectors.open_sockets(user=principal.user) >= settings.WS_MAX_SOCKETS_PER_USER:
+    tracker.user_id = principal.user.pk
+    tracker.token_id = principal.token_id
+    tracker.thread_id = thread_id
+    if not tracker.register(max_open=settings.WS_MAX_SOCKETS_PER_USER):
         metrics.RATE_LIMITED.labels(kind="sockets").inc()
         raise rate_limited(
             f"At most {settings.WS_MAX_SOCKETS_PER_USER} sockets per user; close one first.",
@@ -47,13 +54,14 @@ def _lookup(scope: dict[str, Any], thread_id: uuid.UUID | None) -> Principal:
 
 
 async def authenticate(
-    scope: dict[str, Any], *, thread_id: uuid.UUID | None, connection_id: uuid.UUID
+    scope: dict[str, Any], *, thread_id: uuid.UUID | None, tracker: ConnectionTracker
 ) -> Principal:
-    """Returns the principal of the handshake, whose thread `thread_id` is, within
-    WS_AUTH_TIMEOUT; raises the NetraError to refuse the socket with."""
+    """Returns the principal of the handshake, whose thread `thread_id` is, with the socket
+    registered in `tracker`, within WS_AUTH_TIMEOUT; raises the NetraError to refuse the
+    socket with."""
     try:
         principal: Principal = await asyncio.wait_for(
-            database_sync_to_async(_lookup)(scope, thread_id),
+            database_sync_to_async(_lookup)(scope, thread_id, tracker),
             timeout=settings.WS_AUTH_TIMEOUT,
         )
     except TimeoutError as exc:
@@ -62,7 +70,7 @@ async def authenticate(
         logger.warning(
             "database unavailable during socket authentication: %s",
             exc,
-            extra={"connection_id": connection_id},
+            extra={"connection_id": tracker.id},
         )
         raise unavailable("The database is unavailable; retry shortly.") from exc
     return principal
@@ -78,18 +86,24 @@ class Admission:
 
 
 async def admit(scope: dict[str, Any], tracker: ConnectionTracker) -> Admission:
-    """Authenticates the handshake of `tracker`'s socket and notes in the tracker who it
-    is; raises the NetraError to refuse the socket with."""
+    """Authenticates the handshake of `tracker`'s socket, notes in the tracker who it is
+    and registers it (its row counts against the socket limit from then on); raises the
+    NetraError to refuse the socket with."""
     thread_id = parse_uuid(tracker.requested_thread)
-    principal = await authenticate(scope, thread_id=thread_id, connection_id=tracker.id)
+    principal = await authenticate(scope, thread_id=thread_id, tracker=tracker)
     assert thread_id is not None  # _lookup refused a thread id that is not a UUID
-    tracker.user_id = principal.user.pk
-    tracker.token_id = principal.token_id
-    tracker.thread_id = thread_id
     service = agent_service()
     if service is None:
         raise unavailable("The agent service is not running; retry shortly.")
     return Admission(principal=principal, thread_id=thread_id, service=service)
+
+
+def session_groups(principal: Principal) -> tuple[str, ...]:
+    """The groups a cookie socket joins so that it closes with its session: the session's
+    own (logout) and its user's (a password change); none for a token socket."""
+    if principal.session_key is None:
+        return ()
+    return (session_group(principal.session_key), user_sessions_group(principal.user.pk))
 
 
 def after_seq_of(scope: dict[str, Any]) -> int | None:

@@ -37,9 +37,14 @@ def thread_messages(*, thread: Thread) -> QuerySet[Message]:
     return thread.messages.order_by("created_at")
 
 
-def open_sockets(*, user: Any) -> int:
-    """Counts the user's connected sockets, over every server process."""
-    return Connection.objects.filter(user=user, state=ConnectionState.CONNECTED).count()
+# The states of a socket that counts against WS_MAX_SOCKETS_PER_USER: admitted by the
+# handshake (chat.connections.ConnectionTracker.register) and not yet closing.
+OPEN_STATES = (ConnectionState.AUTHENTICATING, ConnectionState.CONNECTED)
+
+
+def open_sockets(*, user_id: Any) -> int:
+    """Counts the user's open sockets (OPEN_STATES), over every server process."""
+    return Connection.objects.filter(user_id=user_id, state__in=OPEN_STATES).count()
 
 
 def messages_in_window(*, user: Any, seconds: float) -> list[Any]:

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from chat import metrics
 from chat.auth import TOKEN_PREFIX, hash_token
-from chat.broadcaster import token_group
+from chat.broadcaster import session_group, token_group, user_sessions_group
 from chat.errors import report_exception
 from chat.models import ApiToken, Thread
 
@@ -28,15 +28,41 @@ def token_revoke(*, token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+    _tell_sockets(
+        token_group(token.pk),
+        "token.revoked",
+        "could not close the sockets of a revoked token",
+        token_prefix=token.prefix,
+    )
+
+
+def session_close_sockets(*, session_key: str) -> None:
+    """Closes the sockets a browser session opened, on every worker, with 4401 (at its
+    logout, before the session is flushed)."""
+    _tell_sockets(
+        session_group(session_key), "session.ended", "could not close the sockets of a session"
+    )
+
+
+def user_recheck_sessions(*, user_id: Any) -> None:
+    """Makes every cookie socket of the user check its session again, on every worker: one
+    whose session no longer authenticates (the password changed) closes with 4401, one of a
+    deactivated user with 4403."""
+    _tell_sockets(
+        user_sessions_group(user_id),
+        "session.check",
+        "could not re-check the sessions of a user's sockets",
+        user_id=user_id,
+    )
+
+
+def _tell_sockets(group: str, message_type: str, failure: str, **context: Any) -> None:
     try:
-        async_to_sync(get_channel_layer().group_send)(
-            token_group(token.pk), {"type": "token.revoked"}
-        )
-    except Exception as exc:  # noqa: BLE001 - the token is revoked; open sockets expire
+        async_to_sync(get_channel_layer().group_send)(group, {"type": message_type})
+    except Exception as exc:  # noqa: BLE001 - reported; the credential is already gone, and
+        # the sockets' next handshake is refused
         metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_send").inc()
-        report_exception(
-            exc, "could not close the sockets of a revoked token", token_prefix=token.prefix
-        )
+        report_exception(exc, failure, **context)
 
 
 def thread_create(*, owner: Any, title: str = "") -> Thread:

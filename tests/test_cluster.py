@@ -18,6 +18,7 @@ from tests.cluster import (
     running_cluster,
 )
 from tests.sockets import Socket, completed_run, delivery_faults
+from tests.test_socket_limit import HANDSHAKES, assert_limit_held, fire_handshakes
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -79,3 +80,19 @@ async def test_socket_idle_on_the_redis_layer_still_receives_a_run(cluster: Clus
     for worker in cluster.workers:
         assert "Traceback" not in worker.log_text(), worker.log_tail()
     await asyncio.gather(idle.close(), sender.close())
+
+
+async def test_concurrent_handshakes_over_two_workers_keep_the_socket_limit(
+    cluster: Cluster,
+) -> None:
+    # The limit is counted in PostgreSQL under a lock on the user's row, so handshakes
+    # fired at once on two workers with one token cannot all see room (default limit 20).
+    token = cluster.make_users("limit", 1)[0]
+    thread_id = cluster.new_thread(token)
+    accepted, refused = await fire_handshakes(
+        [cluster[0], cluster[1]], thread_id, token, HANDSHAKES
+    )
+    try:
+        assert_limit_held(accepted, refused, 20)
+    finally:
+        await asyncio.gather(*(socket.close() for socket in accepted))

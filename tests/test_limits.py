@@ -6,8 +6,8 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
-from chat import auth, services
-from chat.models import ApiToken
+from chat import auth, handshake, selectors, services
+from chat.models import ApiToken, Connection, ConnectionState
 from tests import helpers
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -35,6 +35,27 @@ async def test_sockets_over_the_per_user_limit_close_4429(
     assert hello["type"] == "connection_established"
     for comm in (second, again):
         await comm.disconnect()
+
+
+async def test_a_handshake_refused_after_registering_leaves_no_counted_socket(
+    thread: Any, token: str, service: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The socket's row counts from the atomic registration on, before accept; a refusal
+    # after it (here: no agent service) must move it out of the counted states.
+    settings.WS_MAX_SOCKETS_PER_USER = 1
+    monkeypatch.setattr(handshake, "agent_service", lambda: None)
+    for _ in range(2):
+        refused = helpers.communicator(thread.id, token=token)
+        await refused.connect()
+        assert (await refused.receive_json_from(timeout=5))["close_code"] == 4503
+        await refused.disconnect()
+    rows = Connection.objects.filter(user_id=thread.owner_id)
+    assert await database_sync_to_async(selectors.open_sockets)(user_id=thread.owner_id) == 0
+    assert {c.state async for c in rows} == {ConnectionState.CLOSED}
+    monkeypatch.undo()
+    comm, hello = await helpers.open_socket(thread.id, token=token)
+    assert hello["type"] == "connection_established"
+    await comm.disconnect()
 
 
 async def test_messages_over_the_rate_get_rate_limited_and_the_socket_stays(
