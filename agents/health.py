@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -119,43 +119,8 @@ async def _check(service: AgentServicePort, timeout: float) -> FlowResult:
             probe=True,
         )
         result.run_id = str(ack.run_id)
-        final: dict[str, Any] | None = None
-        deadline = started + timeout
-        while final is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), remaining)
-            except TimeoutError:
-                break
-            if message.get("type") != "thread.event":
-                continue
-            event = json.loads(message["text"])
-            # The probe channel stands for a socket: what reaches it counts as delivered, so
-            # that probe runs do not look like emitted events that no socket received.
-            metrics.EVENTS_DELIVERED.labels(type=event["type"]).inc()
-            result.seen.append(event["type"])
-            result.timings_ms.setdefault(
-                event["type"], round((time.monotonic() - started) * 1000, 1)
-            )
-            if event["type"] == EventType.AGENT_COMPLETED:
-                final = event
-        result.missing = first_missing(result.seen)
-        if result.missing is not None:
-            result.detail = (
-                f"{result.missing} did not arrive in order within {timeout:g} s "
-                f"(seen: {', '.join(result.seen) or 'nothing'})"
-            )
-        elif (
-            final is None
-            or final["data"].get("status") != "completed"
-            or ("42" not in final["data"].get("text", ""))
-        ):
-            result.missing = EventType.AGENT_COMPLETED
-            result.detail = f"the probe run did not complete with the answer: {final}"
-        else:
-            result.ok = True
+        final = await _collect(layer, channel, result, started=started, timeout=timeout)
+        _judge(result, final, timeout=timeout)
     finally:
         try:
             await layer.group_discard(group, channel)
@@ -163,3 +128,48 @@ async def _check(service: AgentServicePort, timeout: float) -> FlowResult:
         except Exception as exc:  # noqa: BLE001 - cleanup only; the group entry expires anyway
             logger.warning("event-flow check could not clean up: %s", exc)
     return result
+
+
+async def _collect(
+    layer: Any, channel: str, result: FlowResult, *, started: float, timeout: float
+) -> dict[str, Any] | None:
+    """Records the probe run's events as they reach the probe channel; returns its
+    agent_completed, or None if it did not come within `timeout`."""
+    deadline = started + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), remaining)
+        except TimeoutError:
+            return None
+        if message.get("type") != "thread.event":
+            continue
+        event = json.loads(message["text"])
+        # The probe channel stands for a socket: what reaches it counts as delivered, so
+        # that probe runs do not look like emitted events that no socket received.
+        metrics.EVENTS_DELIVERED.labels(type=event["type"]).inc()
+        result.seen.append(event["type"])
+        result.timings_ms.setdefault(event["type"], round((time.monotonic() - started) * 1000, 1))
+        if event["type"] == EventType.AGENT_COMPLETED:
+            return cast(dict[str, Any], event)
+
+
+def _judge(result: FlowResult, final: dict[str, Any] | None, *, timeout: float) -> None:
+    """Sets the verdict: the first event missing from the sequence, or a wrong answer."""
+    result.missing = first_missing(result.seen)
+    if result.missing is not None:
+        result.detail = (
+            f"{result.missing} did not arrive in order within {timeout:g} s "
+            f"(seen: {', '.join(result.seen) or 'nothing'})"
+        )
+    elif (
+        final is None
+        or final["data"].get("status") != "completed"
+        or ("42" not in final["data"].get("text", ""))
+    ):
+        result.missing = EventType.AGENT_COMPLETED
+        result.detail = f"the probe run did not complete with the answer: {final}"
+    else:
+        result.ok = True

@@ -182,11 +182,16 @@ def test_event_log_sizes_after_prune_keep_seq_numbering() -> None:
     assert sorted(Event.objects.values_list("thread_id", "seq")) == kept_seqs
 
 
-async def test_housekeeping_prunes_once_per_interval_in_its_own_thread() -> None:
+async def test_housekeeping_prunes_once_per_interval_in_its_own_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from channels.db import database_sync_to_async
 
     from chat import housekeeping
 
+    # Another test's housekeeping sweep in this process may have tried this interval.
+    monkeypatch.setattr(housekeeping, "_prune_slot", None)
+    monkeypatch.setattr(housekeeping, "_prune_task", None)
     plan = await database_sync_to_async(lifecycle_scenario.build)()
     task = housekeeping.maybe_prune()
     assert task is not None
