@@ -43,6 +43,12 @@ class ThreadBody(Body):
     title: str = ""
 
 
+class ThreadRenameBody(Body):
+    """`PATCH /api/threads/<id>/`: the new title (stripped and cut to 200 characters)."""
+
+    title: str
+
+
 B = TypeVar("B", bound=BaseModel)
 
 

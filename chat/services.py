@@ -42,3 +42,10 @@ def token_revoke(*, token: ApiToken) -> None:
 def thread_create(*, owner: Any, title: str = "") -> Thread:
     """Creates a thread for `owner`."""
     return Thread.objects.create(owner=owner, title=title.strip()[:MAX_TITLE])
+
+
+def thread_rename(*, thread: Thread, title: str) -> Thread:
+    """Gives `thread` a new title (stripped and cut to 200 characters; empty: the default)."""
+    thread.title = title.strip()[:MAX_TITLE]
+    thread.save(update_fields=["title"])
+    return thread

@@ -1,9 +1,12 @@
 // The chat page: connection status, the composer, and the live run timelines in the history.
 
 import { byMessageId, el } from "./dom.js";
+import { PastRuns } from "./history.js";
+import { bindCodeCopy, copyText, renderMarkdown } from "./markdown.js";
 import { ClientFrameType, CloseCode, ErrorCode, EventType, FrameType } from "./protocol.js";
 import { RunView } from "./runs.js";
 import { ThreadSocket } from "./socket.js";
+import { ThreadTitle } from "./threads.js";
 
 const NEAR_BOTTOM_PX = 120;
 
@@ -47,9 +50,26 @@ class ChatPage {
       },
     });
     this.bindComposer();
+    bindCodeCopy(this.history, (text) => this.announce(text));
+    this.title = new ThreadTitle({ threadId: this.threadId, announce: (text) => this.announce(text) });
+    this.past = new PastRuns({
+      threadId: this.threadId,
+      history: this.history,
+      upTo: resumeAfter,
+      makeRun: (runId) => this.addPastRun(runId),
+      drawMessage: (li) => this.drawMessage(li),
+    });
+    this.stuck = true;
+    this.history.addEventListener("scroll", () => {
+      this.stuck = this.isNearBottom();
+    });
     this.scrollToBottom(true);
     this.renderComposer();
     this.socket.start();
+    this.past.start().then(() => {
+      if (this.stuck) this.scrollToBottom(true);
+      this.history.dataset.pastReady = "1";
+    });
   }
 
   // --- composer ---------------------------------------------------------------------------
@@ -314,11 +334,51 @@ class ChatPage {
   }
 
   addRun(event) {
-    const run = new RunView({ runId: event.run_id, onRetry: (view) => this.retry(view) });
+    const run = new RunView({
+      runId: event.run_id,
+      onRetry: (view) => this.retry(view),
+      onCopy: (text, button) => this.copyAnswer(text, button),
+    });
     this.runs.set(event.run_id, run);
     document.getElementById("empty-thread")?.remove();
     this.history.append(run.root);
     return run;
+  }
+
+  /** A finished run drawn from the event log after a reload (history.js places it). */
+  addPastRun(runId) {
+    if (this.runs.has(runId)) return null;
+    const run = new RunView({
+      runId,
+      past: true,
+      onRetry: (view) => this.retry(view),
+      onCopy: (text, button) => this.copyAnswer(text, button),
+    });
+    this.runs.set(runId, run);
+    return run;
+  }
+
+  /** A server-rendered message: an answer is drawn as Markdown, with its copy button. */
+  drawMessage(li) {
+    if (!li.classList.contains("msg-assistant") || li.dataset.drawn) return;
+    li.dataset.drawn = "1";
+    const box = li.querySelector(".text");
+    const source = box.textContent;
+    box.classList.add("md");
+    box.replaceChildren(renderMarkdown(source));
+    const copy = el("button", { type: "button", class: "secondary copy-answer", text: "Copy" });
+    copy.setAttribute("aria-label", "Copy the answer as Markdown");
+    copy.addEventListener("click", () => this.copyAnswer(source, copy));
+    li.append(el("div", { class: "answer-actions" }, copy));
+  }
+
+  async copyAnswer(text, button) {
+    const ok = await copyText(text);
+    button.textContent = ok ? "Copied" : "Copy failed";
+    this.announce(ok ? "The answer was copied as Markdown." : "Could not copy the answer.");
+    window.setTimeout(() => {
+      button.textContent = "Copy";
+    }, 1500);
   }
 
   placeRun(run) {
@@ -366,10 +426,15 @@ class ChatPage {
   }
 
   touchThreadInSidebar() {
-    const time = document.querySelector(".sidebar .current time");
+    // The sidebar is ordered by last activity: this thread moves to the top.
+    const current = document.querySelector(".sidebar .current");
+    const time = current?.querySelector("time");
     if (time) {
       time.textContent = "just now";
       time.setAttribute("datetime", new Date().toISOString());
+    }
+    if (current?.parentElement && current.parentElement.firstElementChild !== current) {
+      current.parentElement.prepend(current);
     }
   }
 
