@@ -7,12 +7,12 @@ import { el } from "./dom.js";
 function bindSearch(input) {
   const list = document.getElementById(input.dataset.filter);
   if (!list) return;
-  const none = el("li", { class: "empty no-match", text: "No thread title matches.", hidden: true });
-  list.append(none);
+  const none = el("p", { class: "note no-match", text: "No thread title matches.", hidden: true });
+  list.after(none);
   const apply = () => {
     const needle = input.value.trim().toLocaleLowerCase();
     let shown = 0;
-    for (const item of list.querySelectorAll("li:not(.no-match):not(.empty)")) {
+    for (const item of list.querySelectorAll("li:not(.empty)")) {
       const title = item.querySelector("a")?.textContent.toLocaleLowerCase() ?? "";
       const match = !needle || title.includes(needle);
       item.hidden = !match;
