@@ -2,11 +2,13 @@
 
 import { byMessageId, el } from "./dom.js";
 import { PastRuns } from "./history.js";
-import { bindCodeCopy, copyText, renderMarkdown } from "./markdown.js";
-import { ClientFrameType, CloseCode, ErrorCode, EventType, FrameType } from "./protocol.js";
+import { copyWithFeedback, drawServerAnswer } from "./answers.js";
+import { bindCodeCopy } from "./markdown.js";
+import { ClientFrameType, ErrorCode, EventType, FrameType } from "./protocol.js";
 import { RunView } from "./runs.js";
 import { ThreadSocket } from "./socket.js";
-import { ThreadTitle } from "./threads.js";
+import { actionButton, describeClose } from "./status.js";
+import { ThreadTitle, touchCurrentThread } from "./threads.js";
 
 const NEAR_BOTTOM_PX = 120;
 
@@ -177,7 +179,7 @@ class ChatPage {
       case "reconnecting":
         text.textContent =
           info.seconds > 0 ? `Reconnecting in ${info.seconds} s (attempt ${info.attempt})` : "Reconnecting…";
-        if (info.seconds > 0) extra.push(this.button("Retry now", () => this.socket.reconnectNow()));
+        if (info.seconds > 0) extra.push(actionButton("Retry now", () => this.socket.reconnectNow()));
         break;
       case "offline":
         text.textContent = "Offline: waiting for the network";
@@ -202,42 +204,19 @@ class ChatPage {
   }
 
   showClosed(info, text, extra) {
-    const message = info.error?.message;
-    if (info.code === CloseCode.UNAUTHENTICATED) {
-      this.status.dataset.state = "expired";
-      text.textContent = "Your session has expired.";
-      extra.push(el("a", { href: this.loginUrl, class: "conn-action", text: "Log in again" }));
-      this.closedReason = "Your session has expired: log in again to keep chatting.";
-    } else if (info.code === CloseCode.THREAD_NOT_FOUND) {
-      this.status.dataset.state = "gone";
-      text.textContent = "This thread no longer exists.";
-      extra.push(el("a", { href: this.threadsUrl, class: "conn-action", text: "Back to your threads" }));
-      this.closedReason = "This thread is gone; start a new one from your threads.";
-    } else if (info.code === CloseCode.FORBIDDEN) {
-      text.textContent = "Your account may not use the chat.";
-      this.closedReason = message || "This account is not permitted to chat.";
-    } else {
-      const what = {
-        [CloseCode.PROTOCOL_ERROR]: "The server closed the connection after invalid messages.",
-        [CloseCode.AUTH_TIMEOUT]: "The server could not check your login in time.",
-        [CloseCode.RATE_LIMITED]: "Too many connections or messages.",
-      }[info.code] || `The server closed the connection (${info.code}).`;
-      text.textContent = what;
-      extra.push(
-        this.button("Reconnect", () => {
-          this.closedReason = null;
-          this.socket.reconnectNow();
-        }),
-      );
-      this.closedReason = message ? `${message}` : `${what} Reconnect when ready.`;
-    }
+    const closed = describeClose(info, {
+      loginUrl: this.loginUrl,
+      threadsUrl: this.threadsUrl,
+      onReconnect: () => {
+        this.closedReason = null;
+        this.socket.reconnectNow();
+      },
+    });
+    if (closed.state) this.status.dataset.state = closed.state;
+    text.textContent = closed.text;
+    extra.push(...closed.extra);
+    this.closedReason = closed.reason;
     this.announce(`${text.textContent} ${this.closedReason}`);
-  }
-
-  button(label, onClick) {
-    const button = el("button", { type: "button", class: "link conn-action", text: label });
-    button.addEventListener("click", onClick);
-    return button;
   }
 
   // --- frames and events --------------------------------------------------------------------
@@ -310,7 +289,7 @@ class ChatPage {
     this.notice = text;
     this.announce(text);
     this.renderComposer();
-    if (actionLabel) this.note.append(" ", this.button(actionLabel, action));
+    if (actionLabel) this.note.append(" ", actionButton(actionLabel, action));
   }
 
   onEvent(event) {
@@ -325,7 +304,7 @@ class ChatPage {
       if (this.activeRunId === run.runId) this.activeRunId = null;
       this.cancelling = false;
       this.notice = null;
-      this.touchThreadInSidebar();
+      touchCurrentThread();
     }
     if (said) this.announce(said);
     this.renderComposer();
@@ -360,25 +339,11 @@ class ChatPage {
 
   /** A server-rendered message: an answer is drawn as Markdown, with its copy button. */
   drawMessage(li) {
-    if (!li.classList.contains("msg-assistant") || li.dataset.drawn) return;
-    li.dataset.drawn = "1";
-    const box = li.querySelector(".text");
-    const source = box.textContent;
-    box.classList.add("md");
-    box.replaceChildren(renderMarkdown(source));
-    const copy = el("button", { type: "button", class: "secondary copy-answer", text: "Copy" });
-    copy.setAttribute("aria-label", "Copy the answer as Markdown");
-    copy.addEventListener("click", () => this.copyAnswer(source, copy));
-    li.append(el("div", { class: "answer-actions" }, copy));
+    drawServerAnswer(li, (text, button) => this.copyAnswer(text, button));
   }
 
-  async copyAnswer(text, button) {
-    const ok = await copyText(text);
-    button.textContent = ok ? "Copied" : "Copy failed";
-    this.announce(ok ? "The answer was copied as Markdown." : "Could not copy the answer.");
-    window.setTimeout(() => {
-      button.textContent = "Copy";
-    }, 1500);
+  copyAnswer(text, button) {
+    copyWithFeedback(text, button, (said) => this.announce(said));
   }
 
   placeRun(run) {
@@ -423,19 +388,6 @@ class ChatPage {
       return;
     }
     this.submit(text);
-  }
-
-  touchThreadInSidebar() {
-    // The sidebar is ordered by last activity: this thread moves to the top.
-    const current = document.querySelector(".sidebar .current");
-    const time = current?.querySelector("time");
-    if (time) {
-      time.textContent = "just now";
-      time.setAttribute("datetime", new Date().toISOString());
-    }
-    if (current?.parentElement && current.parentElement.firstElementChild !== current) {
-      current.parentElement.prepend(current);
-    }
   }
 
   // --- helpers --------------------------------------------------------------------------------

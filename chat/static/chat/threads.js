@@ -32,6 +32,19 @@ function bindSearch(input) {
 
 for (const input of document.querySelectorAll("input[data-filter]")) bindSearch(input);
 
+/** The open thread just had activity: the sidebar (by last activity) shows it first. */
+export function touchCurrentThread() {
+  const current = document.querySelector(".sidebar .current");
+  const time = current?.querySelector("time");
+  if (time) {
+    time.textContent = "just now";
+    time.setAttribute("datetime", new Date().toISOString());
+  }
+  if (current?.parentElement && current.parentElement.firstElementChild !== current) {
+    current.parentElement.prepend(current);
+  }
+}
+
 function csrfToken() {
   return document.querySelector("input[name=csrfmiddlewaretoken]")?.value ?? "";
 }
