@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DEBUG ?= 1
 
-.PHONY: install install-realmodel run run-cluster test lint typecheck pytest migrate screenshot bench clean
+.PHONY: install install-realmodel run run-cluster test lint typecheck pytest migrate screenshot bench vendor clean
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ screenshot: install
 bench: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench
+
+# The web chat's vendored browser libraries (chat/static/chat/vendor/) from the pinned
+# vendor/package-lock.json; needs node and npm (running the site does not).
+vendor:
+	sh ops/vendor.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output

@@ -3,7 +3,7 @@
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
@@ -41,6 +41,12 @@ class ThreadBody(Body):
     """`POST /api/threads/`: an optional title (stripped and cut to 200 characters)."""
 
     title: str = ""
+
+
+class ThreadRenameBody(Body):
+    """`PATCH /api/threads/<id>/`: the new title (stripped and cut to 200 characters)."""
+
+    title: str
 
 
 B = TypeVar("B", bound=BaseModel)
@@ -136,11 +142,14 @@ def error_response(err: NetraError) -> JsonResponse:
     return response
 
 
-def api_view(*methods: str, body: type[BaseModel] | None = None) -> Callable[[View], Any]:
+def api_view(
+    *methods: str, body: type[BaseModel] | Mapping[str, type[BaseModel]] | None = None
+) -> Callable[[View], Any]:
     """Wraps an async API view: method check, authentication, the body, typed errors as JSON.
 
-    Every request with a body method has its body validated here: by `body`, which the view
-    then gets as its `body` argument, or, for a route that declares none, by `NoBody`."""
+    Every request with a body method has its body validated here: by `body` (one model, or
+    one per method), which the view then gets as its `body` argument, or, for a route or
+    method that declares none, by `NoBody`."""
 
     def decorate(view: View) -> Any:
         @csrf_exempt
@@ -155,8 +164,9 @@ def api_view(*methods: str, body: type[BaseModel] | None = None) -> Callable[[Vi
             try:
                 principal = await authenticate_request(request)
                 if request.method in BODY_METHODS:
-                    parsed = read_body(request, body or NoBody)
-                    if body is not None:
+                    model = body.get(request.method) if isinstance(body, Mapping) else body
+                    parsed = read_body(request, model or NoBody)
+                    if model is not None:
                         kwargs["body"] = parsed
                 return await view(request, principal, *args, **kwargs)
             except NetraError as err:

@@ -1,14 +1,18 @@
 """Reads of the chat layer (sync; call through database_sync_to_async from async code)."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Min, QuerySet
 from django.utils import timezone
 
 from chat.models import Connection, ConnectionState, Event, Message, Thread
 from chat.runevents import EventType
+
+# The messages a chat page draws at first; older ones load when the reader scrolls up.
+HISTORY_PAGE = 40
 
 
 def thread_exists_for(*, thread_id: uuid.UUID, user: Any) -> bool:
@@ -27,14 +31,56 @@ def thread_last_seq(*, thread_id: uuid.UUID) -> int:
     return int(value or 0)
 
 
-def thread_list(*, user: Any) -> QuerySet[Thread]:
-    """Returns the user's threads, the most recently active first."""
-    return Thread.objects.filter(owner=user, is_probe=False).order_by("-last_activity")
+def thread_list(*, user: Any, query: str = "") -> QuerySet[Thread]:
+    """Returns the user's threads, the most recently active first; with `query`, only those
+    whose title contains it (case-insensitive)."""
+    threads = Thread.objects.filter(owner=user, is_probe=False)
+    if query.strip():
+        threads = threads.filter(title__icontains=query.strip())
+    return threads.order_by("-last_activity")
 
 
 def thread_messages(*, thread: Thread) -> QuerySet[Message]:
     """Returns the messages of a thread, oldest first."""
     return thread.messages.order_by("created_at")
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of a thread's messages, oldest first, and where their runs' events begin:
+    the events with seq in (events_after_seq, up to the newer page or the resume seq] draw
+    these messages' run timelines (None: no run of the page is in the event log)."""
+
+    messages: list[Message]
+    has_more: bool
+    events_after_seq: int | None
+
+
+def thread_history(
+    *, thread: Thread, before: uuid.UUID | None = None, limit: int = HISTORY_PAGE
+) -> HistoryPage:
+    """The last `limit` messages of the thread (before the message `before`, if given)."""
+    query = thread.messages.all()
+    if before is not None:
+        pivot = thread.messages.filter(pk=before).values_list("created_at", flat=True).first()
+        if pivot is None:
+            return HistoryPage(messages=[], has_more=False, events_after_seq=None)
+        query = query.filter(created_at__lt=pivot)
+    newest_first = list(query.order_by("-created_at")[: limit + 1])
+    messages = newest_first[:limit][::-1]
+    run_ids = {m.run_id for m in messages if m.run_id is not None}
+    first = (
+        Event.objects.filter(thread=thread, run_id__in=run_ids, type=EventType.AGENT_STARTED)
+        .aggregate(first=Min("seq"))
+        .get("first")
+        if run_ids
+        else None
+    )
+    return HistoryPage(
+        messages=messages,
+        has_more=len(newest_first) > limit,
+        events_after_seq=None if first is None else int(first) - 1,
+    )
 
 
 # The states of a socket that counts against WS_MAX_SOCKETS_PER_USER: admitted by the

@@ -68,3 +68,10 @@ def _tell_sockets(group: str, message_type: str, failure: str, **context: Any) -
 def thread_create(*, owner: Any, title: str = "") -> Thread:
     """Creates a thread for `owner`."""
     return Thread.objects.create(owner=owner, title=title.strip()[:MAX_TITLE])
+
+
+def thread_rename(*, thread: Thread, title: str) -> Thread:
+    """Gives `thread` a new title (stripped and cut to 200 characters; empty: the default)."""
+    thread.title = title.strip()[:MAX_TITLE]
+    thread.save(update_fields=["title"])
+    return thread

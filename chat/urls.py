@@ -16,5 +16,10 @@ urlpatterns = [
     path("metrics", health.metrics_view, name="metrics"),
     path("api/threads/", views.api_threads, name="api-threads"),
     path("api/threads/<uuid:thread_id>/", views.api_thread, name="api-thread"),
+    path(
+        "api/threads/<uuid:thread_id>/history/",
+        views.api_thread_history,
+        name="api-thread-history",
+    ),
     path("api/threads/<uuid:thread_id>/events/", views.api_thread_events, name="api-thread-events"),
 ]

@@ -15,11 +15,11 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
 from chat import lifecycle, selectors, services
-from chat.api import ThreadBody, api_view, error_response
+from chat.api import ThreadBody, ThreadRenameBody, api_view, error_response
 from chat.auth import Principal
 from chat.errors import ErrorCode, NetraError, rate_limited, thread_not_found
 from chat.events import events_after, isoformat, resume_recovered
-from chat.models import Thread
+from chat.models import Message, Thread
 from chat.protocol import MAX_SEQ
 
 
@@ -65,8 +65,11 @@ def thread_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         thread = services.thread_create(owner=request.user, title=request.POST.get("title", ""))
         return redirect("thread-detail", thread_id=thread.id)
+    query = request.GET.get("q", "")
     return render(
-        request, "chat/thread_list.html", {"threads": selectors.thread_list(user=request.user)}
+        request,
+        "chat/thread_list.html",
+        {"threads": selectors.thread_list(user=request.user, query=query), "query": query},
     )
 
 
@@ -76,13 +79,14 @@ def thread_detail(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     thread = selectors.thread_get_for(thread_id=thread_id, user=request.user)
     if thread is None:
         return render(request, "chat/thread_missing.html", status=404)
+    history = selectors.thread_history(thread=thread)
     return render(
         request,
         "chat/thread_detail.html",
         {
             "thread": thread,
             "threads": selectors.thread_list(user=request.user)[:50],
-            "messages": selectors.thread_messages(thread=thread),
+            "history": history,
             "resume_after": selectors.thread_resume_seq(thread=thread),
         },
     )
@@ -131,6 +135,57 @@ async def thread_for(principal: Principal, thread_id: uuid.UUID) -> Any:
     return thread
 
 
+@api_view("PATCH", "DELETE", body={"PATCH": ThreadRenameBody})
+async def api_thread(
+    request: HttpRequest,
+    principal: Principal,
+    thread_id: uuid.UUID,
+    body: ThreadRenameBody | None = None,
+) -> HttpResponse:
+    """PATCH renames the caller's thread (200, the thread JSON); DELETE removes it with its
+    runs and events (204) and closes its open sockets with 4404. Anyone else's: 404."""
+    if request.method == "DELETE":
+        await lifecycle.run_thread_delete(thread_id=thread_id, user=principal.user)
+        return HttpResponse(status=204)
+    assert body is not None
+    thread = await thread_for(principal, thread_id)
+    thread = await database_sync_to_async(services.thread_rename)(thread=thread, title=body.title)
+    return JsonResponse(thread_to_json(thread))
+
+
+def message_to_json(message: Message) -> dict[str, Any]:
+    """Returns the API representation of a message."""
+    return {
+        "id": str(message.id),
+        "role": message.role,
+        "text": message.text,
+        "run_id": str(message.run_id) if message.run_id else None,
+        "created_at": isoformat(message.created_at),
+    }
+
+
+@api_view("GET")
+async def api_thread_history(
+    request: HttpRequest, principal: Principal, thread_id: uuid.UUID
+) -> JsonResponse:
+    """A page of the thread's messages before the message `before` (the newest without it):
+    {messages (oldest first), has_more, events_after_seq}."""
+    raw_before = request.GET.get("before")
+    try:
+        before = uuid.UUID(raw_before) if raw_before else None
+    except ValueError as exc:
+        raise NetraError(ErrorCode.BAD_REQUEST, "'before' must be a message id.") from exc
+    thread = await thread_for(principal, thread_id)
+    page = await database_sync_to_async(selectors.thread_history)(thread=thread, before=before)
+    return JsonResponse(
+        {
+            "messages": [message_to_json(m) for m in page.messages],
+            "has_more": page.has_more,
+            "events_after_seq": page.events_after_seq,
+        }
+    )
+
+
 @api_view("GET")
 async def api_thread_events(
     request: HttpRequest, principal: Principal, thread_id: uuid.UUID
@@ -157,16 +212,6 @@ async def api_thread_events(
             ),
         }
     )
-
-
-@api_view("DELETE")
-async def api_thread(
-    request: HttpRequest, principal: Principal, thread_id: uuid.UUID
-) -> HttpResponse:
-    """DELETE removes the caller's thread with its runs and events (204; 404 for anyone
-    else's); its open sockets are closed with 4404."""
-    await lifecycle.run_thread_delete(thread_id=thread_id, user=principal.user)
-    return HttpResponse(status=204)
 
 
 def _int_param(request: HttpRequest, name: str, *, default: int, low: int, high: int | None) -> int:

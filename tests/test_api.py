@@ -173,3 +173,65 @@ async def test_other_users_threads_and_runs_are_404(
 async def test_wrong_method_is_405(token: str) -> None:
     response = await AsyncClient().delete("/api/threads/", headers=bearer(token))
     assert (response.status_code, response.json()["error"]["code"]) == (405, "method_not_allowed")
+
+
+async def test_rename_a_thread_owner_only(token: str, thread: Any, other_user: Any) -> None:
+    client = AsyncClient()
+    path = f"/api/threads/{thread.id}/"
+    renamed = await client.patch(
+        path,
+        data=json.dumps({"title": "  Renamed  "}),
+        content_type="application/json",
+        headers=bearer(token),
+    )
+    assert renamed.status_code == 200 and renamed.json()["title"] == "Renamed"
+    listed = await client.get("/api/threads/", headers=bearer(token))
+    assert [t["title"] for t in listed.json()["threads"]] == ["Renamed"]
+    intruder = await database_sync_to_async(helpers.make_token)(other_user)
+    for where in (path, f"/api/threads/{uuid.uuid4()}/"):
+        refused = await client.patch(
+            where,
+            data=json.dumps({"title": "mine"}),
+            content_type="application/json",
+            headers=bearer(intruder),
+        )
+        assert (refused.status_code, refused.json()["error"]["code"]) == (404, "thread_not_found")
+    for body in ({}, {"title": 3}):
+        bad = await client.patch(
+            path, data=json.dumps(body), content_type="application/json", headers=bearer(token)
+        )
+        assert (bad.status_code, bad.json()["error"]["code"]) == (400, "bad_request")
+
+
+async def test_history_pages_back_with_the_seq_its_runs_start_after(
+    token: str, thread: Any, service: Any
+) -> None:
+    client = AsyncClient()
+    for n in range(3):
+        await post(
+            client,
+            f"/api/threads/{thread.id}/messages/",
+            {"text": f"what is {n}+1", "client_msg_id": f"h{n}"},
+            **bearer(token),
+        )
+        await service.wait_idle(timeout=20)
+    newest = await client.get(f"/api/threads/{thread.id}/history/", headers=bearer(token))
+    page = newest.json()
+    assert [m["role"] for m in page["messages"]] == ["user", "assistant"] * 3
+    assert page["has_more"] is False and page["events_after_seq"] == 0
+    third = page["messages"][4]
+    older = await client.get(
+        f"/api/threads/{thread.id}/history/?before={third['id']}", headers=bearer(token)
+    )
+    body = older.json()
+    assert [m["text"] for m in body["messages"] if m["role"] == "user"] == [
+        "what is 0+1",
+        "what is 1+1",
+    ]
+    events = await client.get(f"/api/threads/{thread.id}/events/", headers=bearer(token))
+    starts = [e["seq"] for e in events.json()["events"] if e["type"] == "agent_started"]
+    assert body["events_after_seq"] == starts[0] - 1
+    bad = await client.get(f"/api/threads/{thread.id}/history/?before=x", headers=bearer(token))
+    assert bad.status_code == 400
+    gone = await client.get(f"/api/threads/{uuid.uuid4()}/history/", headers=bearer(token))
+    assert gone.status_code == 404

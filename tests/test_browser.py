@@ -18,6 +18,7 @@ from playwright.sync_api import (
 )
 
 from tests.helpers import require
+from tests.seed_history import seed_command
 from tests.servers import ROOT, Server, Servers
 
 pytestmark = pytest.mark.chromium
@@ -401,6 +402,21 @@ def test_phone_width_is_readable(page: Page, server: Server) -> None:
     expect(page.get_by_role("button", name="Send")).to_be_visible()
 
 
+SCREENSHOT_MARKDOWN = """### Powers of two
+
+The **calculator** tool works them out; `2**10` is *1024*.
+
+| n | 2**n |
+|---|------|
+| 8 | 256 |
+| 10 | 1024 |
+
+```python
+print([2**n for n in range(11)])
+```
+"""
+
+
 def test_screenshot_of_a_finished_run(
     page: Page, server: Server, request: pytest.FixtureRequest
 ) -> None:
@@ -410,9 +426,14 @@ def test_screenshot_of_a_finished_run(
     expect(page.locator("#history .run")).to_have_attribute("data-state", "completed")
     page.goto(f"{server.http}/threads/")
     open_new_thread(page, "Arithmetic with tools")
+    # An earlier answer in Markdown, from the event log: its timeline is collapsed.
+    thread_id = page.locator("#chat").get_attribute("data-thread-id") or ""
+    server.manage("shell", "-c", seed_command(thread_id, 1, SCREENSHOT_MARKDOWN))
+    page.reload()
+    expect(page.locator("#history")).to_have_attribute("data-past-ready", "1")
     ask(page, "what is 12*7 and 2**10 and 1/0")
 
-    run = page.locator("#history .run")
+    run = page.locator("#history .run").last
     expect(run).to_have_attribute("data-state", "completed")
     expect(run.locator(".tool-card")).to_have_count(3)
     expect(run.locator(".answer .text")).to_contain_text("1024")
@@ -422,6 +443,12 @@ def test_screenshot_of_a_finished_run(
     expect(current.get_by_role("link")).to_have_attribute("aria-current", "page")
     expect(page.locator(".sidebar .threads li")).to_have_count(2)
     page.locator("#input").blur()
+    # The picture: the Markdown answer under its timeline (opened), the new run's closed.
+    run.locator("summary").click()
+    past = page.locator("#history .run.past")
+    past.locator("summary").click()
+    expect(past.locator(".tool-card")).to_be_visible()
+    past.evaluate("node => node.scrollIntoView({ block: 'start' })")
     target = os.environ.get("NETRA_SCREENSHOT")
     if target:
         path = Path(target)

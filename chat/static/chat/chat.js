@@ -1,9 +1,14 @@
 // The chat page: connection status, the composer, and the live run timelines in the history.
 
 import { byMessageId, el } from "./dom.js";
-import { ClientFrameType, CloseCode, ErrorCode, EventType, FrameType } from "./protocol.js";
+import { PastRuns } from "./history.js";
+import { copyWithFeedback, drawServerAnswer } from "./answers.js";
+import { bindCodeCopy } from "./markdown.js";
+import { ClientFrameType, ErrorCode, EventType, FrameType } from "./protocol.js";
 import { RunView } from "./runs.js";
 import { ThreadSocket } from "./socket.js";
+import { actionButton, describeClose } from "./status.js";
+import { ThreadTitle, touchCurrentThread } from "./threads.js";
 
 const NEAR_BOTTOM_PX = 120;
 
@@ -58,9 +63,26 @@ class ChatPage {
       },
     });
     this.bindComposer();
+    bindCodeCopy(this.history, (text) => this.announce(text));
+    this.title = new ThreadTitle({ threadId: this.threadId, announce: (text) => this.announce(text) });
+    this.past = new PastRuns({
+      threadId: this.threadId,
+      history: this.history,
+      upTo: resumeAfter,
+      makeRun: (runId) => this.addPastRun(runId),
+      drawMessage: (li) => this.drawMessage(li),
+    });
+    this.stuck = true;
+    this.history.addEventListener("scroll", () => {
+      this.stuck = this.isNearBottom();
+    });
     this.scrollToBottom(true);
     this.renderComposer();
     this.socket.start();
+    this.past.start().then(() => {
+      if (this.stuck) this.scrollToBottom(true);
+      this.history.dataset.pastReady = "1";
+    });
   }
 
   // --- composer ---------------------------------------------------------------------------
@@ -168,7 +190,7 @@ class ChatPage {
       case "reconnecting":
         text.textContent =
           info.seconds > 0 ? `Reconnecting in ${info.seconds} s (attempt ${info.attempt})` : "Reconnecting…";
-        if (info.seconds > 0) extra.push(this.button("Retry now", () => this.socket.reconnectNow()));
+        if (info.seconds > 0) extra.push(actionButton("Retry now", () => this.socket.reconnectNow()));
         break;
       case "offline":
         text.textContent = "Offline: waiting for the network";
@@ -193,42 +215,19 @@ class ChatPage {
   }
 
   showClosed(info, text, extra) {
-    const message = info.error?.message;
-    if (info.code === CloseCode.UNAUTHENTICATED) {
-      this.status.dataset.state = "expired";
-      text.textContent = "Your session has expired.";
-      extra.push(el("a", { href: this.loginUrl, class: "conn-action", text: "Log in again" }));
-      this.closedReason = "Your session has expired: log in again to keep chatting.";
-    } else if (info.code === CloseCode.THREAD_NOT_FOUND) {
-      this.status.dataset.state = "gone";
-      text.textContent = "This thread no longer exists.";
-      extra.push(el("a", { href: this.threadsUrl, class: "conn-action", text: "Back to your threads" }));
-      this.closedReason = "This thread is gone; start a new one from your threads.";
-    } else if (info.code === CloseCode.FORBIDDEN) {
-      text.textContent = "Your account may not use the chat.";
-      this.closedReason = message || "This account is not permitted to chat.";
-    } else {
-      const what = {
-        [CloseCode.PROTOCOL_ERROR]: "The server closed the connection after invalid messages.",
-        [CloseCode.AUTH_TIMEOUT]: "The server could not check your login in time.",
-        [CloseCode.RATE_LIMITED]: "Too many connections or messages.",
-      }[info.code] || `The server closed the connection (${info.code}).`;
-      text.textContent = what;
-      extra.push(
-        this.button("Reconnect", () => {
-          this.closedReason = null;
-          this.socket.reconnectNow();
-        }),
-      );
-      this.closedReason = message ? `${message}` : `${what} Reconnect when ready.`;
-    }
+    const closed = describeClose(info, {
+      loginUrl: this.loginUrl,
+      threadsUrl: this.threadsUrl,
+      onReconnect: () => {
+        this.closedReason = null;
+        this.socket.reconnectNow();
+      },
+    });
+    if (closed.state) this.status.dataset.state = closed.state;
+    text.textContent = closed.text;
+    extra.push(...closed.extra);
+    this.closedReason = closed.reason;
     this.announce(`${text.textContent} ${this.closedReason}`);
-  }
-
-  button(label, onClick) {
-    const button = el("button", { type: "button", class: "link conn-action", text: label });
-    button.addEventListener("click", onClick);
-    return button;
   }
 
   // --- frames and events --------------------------------------------------------------------
@@ -306,7 +305,7 @@ class ChatPage {
     this.notice = text;
     this.announce(text);
     this.renderComposer();
-    if (actionLabel) this.note.append(" ", this.button(actionLabel, action));
+    if (actionLabel) this.note.append(" ", actionButton(actionLabel, action));
   }
 
   onEvent(event) {
@@ -321,7 +320,7 @@ class ChatPage {
       if (this.activeRunId === run.runId) this.activeRunId = null;
       this.cancelling = false;
       this.notice = null;
-      this.touchThreadInSidebar();
+      touchCurrentThread();
     }
     if (said) this.announce(said);
     this.renderComposer();
@@ -330,11 +329,37 @@ class ChatPage {
   }
 
   addRun(event) {
-    const run = new RunView({ runId: event.run_id, onRetry: (view) => this.retry(view) });
+    const run = new RunView({
+      runId: event.run_id,
+      onRetry: (view) => this.retry(view),
+      onCopy: (text, button) => this.copyAnswer(text, button),
+    });
     this.runs.set(event.run_id, run);
     document.getElementById("empty-thread")?.remove();
     this.history.append(run.root);
     return run;
+  }
+
+  /** A finished run drawn from the event log after a reload (history.js places it). */
+  addPastRun(runId) {
+    if (this.runs.has(runId)) return null;
+    const run = new RunView({
+      runId,
+      past: true,
+      onRetry: (view) => this.retry(view),
+      onCopy: (text, button) => this.copyAnswer(text, button),
+    });
+    this.runs.set(runId, run);
+    return run;
+  }
+
+  /** A server-rendered message: an answer is drawn as Markdown, with its copy button. */
+  drawMessage(li) {
+    drawServerAnswer(li, (text, button) => this.copyAnswer(text, button));
+  }
+
+  copyAnswer(text, button) {
+    copyWithFeedback(text, button, (said) => this.announce(said));
   }
 
   placeRun(run) {
@@ -379,14 +404,6 @@ class ChatPage {
       return;
     }
     this.submit(text);
-  }
-
-  touchThreadInSidebar() {
-    const time = document.querySelector(".sidebar .current time");
-    if (time) {
-      time.textContent = "just now";
-      time.setAttribute("datetime", new Date().toISOString());
-    }
   }
 
   // --- helpers --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // and the end state. Built from run events only, so replayed and live events draw the same.
 
 import { el, formatDuration, formatJson } from "./dom.js";
+import { MarkdownStream } from "./markdown.js";
 import { EventType, RunStatus, TOOL_OK } from "./protocol.js";
 
 const STATE_LABELS = {
@@ -12,9 +13,12 @@ const STATE_LABELS = {
 };
 
 export class RunView {
-  constructor({ runId, onRetry }) {
+  /** `past`: a run drawn from the event log after a reload, its timeline collapsed. */
+  constructor({ runId, onRetry, onCopy, past = false }) {
     this.runId = runId;
     this.onRetry = onRetry;
+    this.onCopy = onCopy;
+    this.past = past;
     this.sawStart = false;
     this.finished = false;
     this.userMessageId = null;
@@ -28,16 +32,19 @@ export class RunView {
     this.steps = el("ol", { class: "steps" });
     this.details = el(
       "details",
-      { class: "run-steps", open: true },
+      { class: "run-steps", open: !past },
       el("summary", {}, this.summaryText, " ", this.badge),
       this.steps,
     );
-    this.answerText = el("div", { class: "text" });
+    this.answerText = el("div", { class: "text md" });
+    this.markdown = new MarkdownStream(this.answerText);
+    this.actions = el("div", { class: "answer-actions", hidden: true });
     this.answer = el(
       "div",
       { class: "msg msg-assistant answer", hidden: true, "aria-busy": "true" },
       el("span", { class: "who", text: "Agent" }),
       this.answerText,
+      this.actions,
     );
     this.errorBox = el("div", { class: "run-error", hidden: true });
     this.end = el("p", { class: "run-end", hidden: true });
@@ -49,6 +56,7 @@ export class RunView {
       this.errorBox,
       this.end,
     );
+    if (past) this.root.classList.add("past");
   }
 
   /** Draws one run event; returns a short sentence for screen readers, or null. */
@@ -71,7 +79,7 @@ export class RunView {
       case EventType.PARTIAL_RESULT:
         this.assistantMessageId = data.message_id || this.assistantMessageId;
         this.answer.hidden = false;
-        this.answerText.textContent += data.text || "";
+        this.markdown.append(data.text || "");
         return null;
       case EventType.AGENT_ERROR:
         this.showError(data);
@@ -149,11 +157,6 @@ export class RunView {
       el("br"),
       el("span", { class: "retry-hint", text: hint }),
     ];
-    if (data.retryable && this.onRetry) {
-      const button = el("button", { type: "button", class: "secondary retry", text: "Send again" });
-      button.addEventListener("click", () => this.onRetry(this));
-      parts.push(" ", button);
-    }
     this.errorBox.replaceChildren(...parts);
     this.errorBox.hidden = false;
   }
@@ -162,11 +165,11 @@ export class RunView {
     this.finished = true;
     const status = data.status || RunStatus.COMPLETED;
     this.assistantMessageId = data.message_id || this.assistantMessageId;
-    if (typeof data.text === "string" && data.text && this.answerText.textContent !== data.text) {
-      this.answerText.textContent = data.text;
-    }
-    this.answer.hidden = this.answerText.textContent === "";
+    const text = typeof data.text === "string" && data.text ? data.text : this.markdown.text;
+    this.markdown.finish(text);
+    this.answer.hidden = text === "";
     this.answer.setAttribute("aria-busy", "false");
+    this.showActions(status, text);
     this.root.dataset.state = status;
     this.badge.textContent = STATE_LABELS[status] || status;
     for (const { card, status: label } of this.toolCards.values()) {
@@ -188,6 +191,28 @@ export class RunView {
       return `Answer: ${answer} ${sentence}`.trim();
     }
     return `The run ${status === RunStatus.CANCELLED ? "was cancelled" : "failed"}. ${sentence}`;
+  }
+
+  /** The answer's actions: copy it as Markdown; retry a failed run (a new message). */
+  showActions(status, text) {
+    const buttons = [];
+    if (text && this.onCopy) {
+      const copy = el("button", { type: "button", class: "secondary copy-answer", text: "Copy" });
+      copy.setAttribute("aria-label", "Copy the answer as Markdown");
+      copy.addEventListener("click", () => this.onCopy(this.markdown.text, copy));
+      buttons.push(copy);
+    }
+    if (buttons.length) {
+      this.actions.replaceChildren(...buttons);
+      this.actions.hidden = false;
+    }
+    if (status === RunStatus.FAILED && this.onRetry) {
+      const retry = el("button", { type: "button", class: "secondary retry", text: "Retry" });
+      retry.setAttribute("aria-label", "Retry: send the same message again");
+      retry.addEventListener("click", () => this.onRetry(this));
+      this.errorBox.append(" ", retry);
+      this.errorBox.hidden = false;
+    }
   }
 
   updateSummary() {
