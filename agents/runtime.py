@@ -15,10 +15,10 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from agents import selectors, services
-from agents.builtin import Agent, RunInput
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
 from agents.errors import AgentFailure
+from agents.providers.base import Agent, RunInput
 from agents.services import RunOwnershipLostError, RunSpec
 from chat import housekeeping, metrics
 from chat.broadcaster import Broadcaster, EventLogError

@@ -223,6 +223,8 @@ AGENT_LLM_IDLE_TIMEOUT = env.float("AGENT_LLM_IDLE_TIMEOUT", default=30.0)
 AGENT_LLM_MAX_RETRIES = env.int("AGENT_LLM_MAX_RETRIES", default=2)
 AGENT_LLM_RETRY_MAX_WAIT = env.float("AGENT_LLM_RETRY_MAX_WAIT", default=20.0)
 AGENT_HISTORY_CHARS = env.int("AGENT_HISTORY_CHARS", default=24000)
+AGENT_CONTEXT_TOKENS = env.int("AGENT_CONTEXT_TOKENS", default=8192)
+AGENT_TOOL_CHOICE = env.str("AGENT_TOOL_CHOICE", default="auto")
 # --- end of LLM provider -------------------------------------------------------------------
 
 # --- Operations ----------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents import tools
-from agents.builtin import find_expressions
 from agents.invariants import run_violations
 from agents.models import AgentRun
+from agents.providers.builtin import find_expressions
 from agents.runtime import reap_stale_runs
 from chat.events import events_after
 from tests import helpers

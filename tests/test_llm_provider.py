@@ -33,6 +33,7 @@ from agents.providers.openai_compat import (
     retry_delay,
     url_problem,
 )
+from agents.providers.openai_compat.context import MESSAGE_OVERHEAD, estimate_tokens
 from tests import helpers
 from tests.servers import Server, running
 
@@ -102,6 +103,8 @@ class Reply:
     raw_events: list[str] = field(default_factory=list)  # `data:` payloads sent as they are
     hold: bool = False  # after the chunks, keep the stream open until the client closes it
     trickle: float = 0.0  # with hold: send a content delta every `trickle` seconds
+    done: bool = True  # end with `data: [DONE]` (llama-cpp-python's empty stream does not)
+    drop: bool = False  # after the chunks, close the connection mid-body
 
 
 @dataclass
@@ -111,6 +114,19 @@ class Request:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+
+
+def strict_schema(request: Request) -> Reply | None:
+    """The answer of the strictest servers to a message whose content is not a string:
+    llama-cpp-python's validation error (HTTP 500), whatever was scripted."""
+    for index, message in enumerate(request.body.get("messages", [])):
+        if not isinstance(message.get("content"), str):
+            detail = (
+                f"1 validation error: {{'type': 'string_type', 'loc': ('body', 'messages', "
+                f"{index}, 'content'), 'msg': 'Input should be a valid string'}}"
+            )
+            return Reply(status=500, body={"error": {"message": detail, "type": "server"}})
+    return None
 
 
 class FakeLLM:
@@ -178,6 +194,7 @@ class FakeLLM:
                 self.requests.append(request)
                 reply = self.replies.popleft() if self.replies else self.default
                 assert reply is not None, "the fake server ran out of scripted replies"
+                reply = strict_schema(request) or reply
                 if not await self._respond(reply, reader, writer):
                     return
         except ConnectionError:
@@ -222,7 +239,10 @@ class FakeLLM:
         if reply.hold:
             await self._hold(reply, reader, writer)
             return False
-        await self._send(writer, "data: [DONE]\n\n")
+        if reply.drop:
+            return False
+        if reply.done:
+            await self._send(writer, "data: [DONE]\n\n")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
@@ -449,6 +469,30 @@ async def test_invalid_json_arguments_are_bad_arguments_and_the_model_is_told(
     assert events[-1]["data"]["status"] == "completed"
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e999"])
+async def test_non_finite_numbers_in_arguments_are_bad_arguments_not_a_failed_run(
+    thread: Any, token: str, llm: FakeLLM, constant: str
+) -> None:
+    arguments = f'{{"expression": {constant}}}'
+    llm.script(
+        Reply(
+            chunks=tool_chunks(call_start(0, "call_nan", "calculator"), call_piece(0, arguments))
+        ),
+        Reply(chunks=text_chunks("Sorry.")),
+    )
+    events = await chat(thread, token, "compute NaN")
+
+    assert not of_type(events, "agent_error")
+    (completed,) = of_type(events, "tool_completed")
+    assert completed["status"] == "error" and completed["error"]["code"] == "bad_arguments"
+    assert of_type(events, "tool_executing")[0]["args"] == arguments
+    followup = llm.requests[1].body["messages"]
+    assert followup[-2]["tool_calls"][0]["function"]["arguments"] == "{}"
+    told = json.loads(followup[-1]["content"])
+    assert told["error"]["code"] == "bad_arguments" and constant in told["error"]["message"]
+    assert events[-1]["data"]["status"] == "completed"
+
+
 async def test_unknown_tool_is_reported_and_the_model_is_told(
     thread: Any, token: str, llm: FakeLLM
 ) -> None:
@@ -620,6 +664,158 @@ async def test_error_event_in_the_stream_is_llm_error(
     assert "the model crashed" in events[-2]["data"]["message"]
 
 
+async def test_a_stream_ending_without_a_finish_reason_is_a_failure_not_a_completion(
+    thread: Any, token: str, llm: FakeLLM
+) -> None:
+    llm.script(Reply(chunks=text_chunks("Hel", "lo")[:-1], done=False))
+    events = await chat(thread, token, "hello")
+    assert_failed(events, "llm_error", retryable=True)
+    assert "without finishing it" in events[-2]["data"]["message"]
+    assert events[-1]["data"]["text"] == "Hello", "the partial answer is kept"
+    assert len(llm.requests) == 1
+
+
+CONTEXT_ERROR = {
+    "error": {
+        "message": "This model's maximum context length is 4096 tokens. However, you "
+        "requested 5031 tokens (5031 in the messages, None in the completion).",
+        "type": "invalid_request_error",
+        "code": "context_length_exceeded",
+    }
+}
+
+
+async def test_an_empty_stream_over_the_context_window_is_llm_context_exceeded(
+    thread: Any, token: str, llm: FakeLLM
+) -> None:
+    # llama-cpp-python answers a prompt over its window with HTTP 200 and an empty body;
+    # unstreamed, the same request gets the error that names the context.
+    llm.script(Reply(chunks=[], done=False), Reply(status=400, body=CONTEXT_ERROR))
+    before = llm_count("context_exceeded")
+    events = await chat(thread, token, "a long message")
+
+    assert_failed(events, "llm_context_exceeded", retryable=False)
+    assert "context window" in events[-2]["data"]["message"]
+    assert events[-1]["data"]["text"] == ""
+    asked_again = llm.requests[1].body
+    assert asked_again.get("stream") is not True and asked_again["max_tokens"] == 1
+    assert asked_again["messages"] == llm.requests[0].body["messages"]
+    assert llm_count("context_exceeded") == before + 1
+
+
+async def test_an_empty_stream_for_another_reason_is_llm_error(
+    thread: Any, token: str, llm: FakeLLM
+) -> None:
+    llm.script(Reply(chunks=[], done=False), Reply(status=500))
+    events = await chat(thread, token, "hello")
+    assert_failed(events, "llm_error", retryable=True)
+    assert "before sending any of it" in events[-2]["data"]["message"]
+    assert len(llm.requests) == 2
+
+
+async def test_a_context_error_body_is_llm_context_exceeded_at_once(
+    thread: Any, token: str, llm: FakeLLM
+) -> None:
+    llm.script(Reply(status=400, body=CONTEXT_ERROR))
+    events = await chat(thread, token, "hello")
+    assert_failed(events, "llm_context_exceeded", retryable=False)
+    assert len(llm.requests) == 1
+
+
+async def test_a_validation_error_is_not_retried(thread: Any, token: str, llm: FakeLLM) -> None:
+    detail = "1 validation error: {'msg': 'Input should be a valid string'}"
+    llm.script(Reply(status=500, body={"error": {"message": detail}}))
+    events = await chat(thread, token, "hello")
+    assert_failed(events, "llm_error", retryable=False)
+    assert "Input should be a valid string" in events[-2]["data"]["message"]
+    assert len(llm.requests) == 1
+
+
+async def test_the_turn_after_a_tool_call_is_accepted_by_a_strict_server(
+    thread: Any, token: str, llm: FakeLLM
+) -> None:
+    # The fake server refuses a message whose content is not a string, as
+    # llama-cpp-python does; the tool-call turn used to carry "content": null.
+    llm.script(
+        Reply(chunks=tool_chunks(call_start(0, "call_c", "clock"), call_piece(0, "{}"))),
+        Reply(chunks=text_chunks("It is late.")),
+    )
+    events = await chat(thread, token, "what time is it?")
+
+    assert not of_type(events, "agent_error")
+    assert events[-1]["data"]["text"] == "It is late."
+    followup = llm.requests[1].body["messages"]
+    assert followup[-2]["role"] == "assistant" and followup[-2]["content"] == ""
+    assert all(isinstance(m["content"], str) for m in followup)
+
+
+async def test_a_connection_dropped_mid_answer_says_so(
+    thread: Any, token: str, llm: FakeLLM
+) -> None:
+    llm.script(Reply(chunks=text_chunks("Part of ", "an answer")[:-1], drop=True))
+    events = await chat(thread, token, "hello")
+    assert_failed(events, "llm_unavailable", retryable=True)
+    assert "dropped the connection mid-answer" in events[-2]["data"]["message"]
+    assert events[-1]["data"]["text"] == "Part of an answer"
+    assert len(llm.requests) == 1
+
+
+async def test_a_message_over_the_context_window_fails_before_asking(
+    thread: Any, token: str, llm: FakeLLM, service: Any
+) -> None:
+    service.agent = OpenAICompatAgent(llm.config(context_tokens=1024))
+    events = await chat(thread, token, "The quick brown fox jumps over the lazy dog. " * 100)
+    assert_failed(events, "llm_context_exceeded", retryable=False)
+    assert "AGENT_CONTEXT_TOKENS" in events[-2]["data"]["message"]
+    assert llm.requests == []
+
+
+async def test_the_history_is_fitted_into_the_context_window(
+    thread: Any, token: str, llm: FakeLLM, service: Any
+) -> None:
+    service.agent = OpenAICompatAgent(llm.config(context_tokens=2048))
+    llm.default = Reply(chunks=text_chunks("Noted."))
+    for index in range(6):
+        await chat(thread, token, f"note {index}: " + "lorem ipsum dolor sit amet " * 40)
+    sent = llm.requests[-1].body
+    tokens = sum(estimate_tokens(m["content"]) + MESSAGE_OVERHEAD for m in sent["messages"])
+    tokens += estimate_tokens(json.dumps(sent["tools"]))
+    assert tokens <= 2048 - 512, "the answer's reserve stays free"
+    assert 2 < len(sent["messages"]) < 11, "the most recent earlier messages are kept"
+    assert sent["messages"][-1]["content"].startswith("note 5:")
+
+
+@pytest.mark.parametrize(
+    ("choice", "first", "second"),
+    [("auto", "auto", "auto"), ("required", "required", "auto"), ("none", None, None)],
+)
+async def test_tool_choice(
+    thread: Any,
+    token: str,
+    llm: FakeLLM,
+    service: Any,
+    choice: str,
+    first: str | None,
+    second: str | None,
+) -> None:
+    service.agent = OpenAICompatAgent(llm.config(tool_choice=choice))
+    if choice == "none":
+        llm.script(Reply(chunks=text_chunks("No tools.")))
+    else:
+        llm.script(
+            Reply(chunks=tool_chunks(call_start(0, "call_t", "clock"), call_piece(0, "{}"))),
+            Reply(chunks=text_chunks("Done.")),
+        )
+    events = await chat(thread, token, "what time is it?")
+
+    assert events[-1]["data"]["status"] == "completed"
+    bodies = [request.body for request in llm.requests]
+    assert bodies[0].get("tool_choice") == first
+    assert ("tools" in bodies[0]) is (choice != "none"), "none offers no tools"
+    if len(bodies) > 1:
+        assert bodies[1].get("tool_choice") == second, "only the first step is forced"
+
+
 async def test_idle_stream_is_llm_timeout_and_closes_the_request(
     thread: Any, token: str, llm: FakeLLM, service: Any
 ) -> None:
@@ -761,6 +957,15 @@ def test_system_check_reports_misconfiguration(settings: Any) -> None:
     assert {m.id for m in check_llm_provider()} == {"netra.E102", "netra.E103"}
     settings.AGENT_MODEL = "m"
     settings.OPENAI_BASE_URL = "http://127.0.0.1:8080/v1"
+    assert check_llm_provider() == []
+    settings.AGENT_TOOL_CHOICE = "sometimes"
+    settings.AGENT_CONTEXT_TOKENS = 100
+    messages = check_llm_provider()
+    assert {m.id for m in messages} == {"netra.E105", "netra.E106"}
+    assert any("sometimes" in m.msg for m in messages)
+    assert any("AGENT_CONTEXT_TOKENS" in m.msg for m in messages)
+    settings.AGENT_TOOL_CHOICE = "required"
+    settings.AGENT_CONTEXT_TOKENS = 4096
     assert check_llm_provider() == []
     settings.AGENT_PROVIDER = "gpt"
     assert [m.id for m in check_llm_provider()] == ["netra.E101"]

@@ -4,7 +4,8 @@ import logging
 
 from django.conf import settings
 
-from agents.builtin import Agent, BuiltinAgent
+from agents.providers.base import Agent
+from agents.providers.builtin import BuiltinAgent
 
 logger = logging.getLogger("netra.llm")
 

@@ -2,13 +2,13 @@
 
 import asyncio
 import re
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from django.conf import settings
 
 from agents.dispatcher import ToolDispatcher, ToolOutcome
 from agents.emitter import RunEmitter
+from agents.providers.base import RunInput
 
 _NUMBER = r"\d+(?:\.\d+)?"
 _OPERAND = rf"\(*\s*[-+]?\s*{_NUMBER}\s*\)*"
@@ -19,25 +19,6 @@ CLOCK_WORDS = re.compile(r"\b(time|date|today|day|clock|weekday|year|month)\b", 
 WAIT_WORDS = re.compile(
     r"\b(?:wait|sleep|pause)\s+(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)?\b", re.IGNORECASE
 )
-
-
-@dataclass
-class RunInput:
-    """What an agent gets to answer: the user's text and its thread's earlier messages."""
-
-    text: str
-    history: list[dict[str, str]]
-
-
-class Agent(Protocol):
-    """An agent answers one user message through the emitter and the tool dispatcher."""
-
-    name: str
-
-    async def run(
-        self, run_input: RunInput, emitter: RunEmitter, dispatcher: ToolDispatcher
-    ) -> None:
-        """Thinks, calls tools and streams the answer; raises AgentFailure on failure."""
 
 
 def _balance(expression: str) -> str:
