@@ -18,7 +18,7 @@ from django.db import DatabaseError
 
 from chat import metrics, selectors
 from chat.auth import Principal, header, principal_from_scope
-from chat.broadcaster import thread_group, token_group
+from chat.broadcaster import thread_group, token_group, worker_group
 from chat.connections import ConnectionTracker, remember_unflushed
 from chat.errors import (
     CLOSE_PROTOCOL_ERROR,
@@ -201,7 +201,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.joined = True
 
     def _groups(self) -> list[str]:
-        groups = [thread_group(str(self.thread_id))]
+        groups = [thread_group(str(self.thread_id)), worker_group()]
         if self.principal is not None and self.principal.token_id is not None:
             groups.append(token_group(self.principal.token_id))
         return groups
@@ -492,6 +492,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.EVENT_DELIVERY_SECONDS.observe(max(0.0, time.time() - message["emitted_at"]))
         self.last_event_at = time.monotonic()
         self.tail_dirty = message["event_type"] != "agent_completed"
+
+    async def server_draining(self, message: dict[str, Any]) -> None:
+        """Closes the socket with 4503: this worker is shutting down (agents/drain.py)."""
+        await self._close_with(unavailable("The server is restarting; reconnect and resume."))
 
     async def token_revoked(self, message: dict[str, Any]) -> None:
         """Closes the socket with 4401: the token that opened it was revoked."""
