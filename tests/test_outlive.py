@@ -1,0 +1,342 @@
+"""Runs that outlive their worker, in one process: fencing in the event write, continuation
+from the journal (built-in and OpenAI-compatible agents), idempotent and interrupted tool
+calls, RUN_MAX_RESUMES and agents that cannot continue, messages reaching a draining worker.
+
+A worker "dies" here by `RunHandle.abandon()` (its task stops without another write) and
+an old heartbeat; the adoption sweep of the same service then continues the run at the
+next attempt. The multi-process versions are in tests/test_drain.py.
+"""
+
+import asyncio
+import dataclasses
+import json
+import subprocess
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from agents import continuation, tools
+from agents.invariants import run_violations
+from agents.models import AgentRun, RunAttempt, RunStatus
+from agents.providers.openai_compat.messages import CONTINUE_PROMPT, rebuild_from_journal
+from chat import metrics
+from chat.events import PendingEvent, RunFencedError, event_append, event_append_many, events_after
+from chat.models import Message
+from chat.runevents import fold_run
+from tests import helpers
+from tests.cluster import postgres_database, require_postgres
+from tests.servers import PYTHON, ROOT, base_env
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+# --- fencing in the event write ---------------------------------------------------------------
+
+
+def fencing_check() -> dict[str, Any]:
+    """Writes a run's events at its attempt, then at an older one, alone and in a batch,
+    then after the run ended; returns what each write came to (run on SQLite in-process,
+    and on PostgreSQL in a subprocess)."""
+    user = helpers.make_user(f"fence-{uuid.uuid4().hex[:6]}")
+    thread = helpers.make_thread(user)
+    message = Message.objects.create(thread=thread, role="user", text="x")
+    run = AgentRun.objects.create(
+        thread=thread, user=user, message=message, agent="builtin", status=RunStatus.RUNNING
+    )
+
+    def write(attempt: int) -> str:
+        try:
+            event_append(
+                thread_id=thread.id,
+                run_id=run.id,
+                type="agent_thinking",
+                data={"text": "t", "step": 1},
+                attempt=attempt,
+            )
+        except RunFencedError:
+            return "fenced"
+        return "written"
+
+    outcome: dict[str, Any] = {"first": write(1)}
+    AgentRun.objects.filter(pk=run.pk).update(attempt=2)
+    outcome["stale"] = write(1)
+    outcome["current"] = write(2)
+    batch = event_append_many(
+        [
+            PendingEvent(thread.id, run.id, "agent_thinking", {"text": "old"}, attempt=1),
+            PendingEvent(thread.id, run.id, "agent_thinking", {"text": "new"}, attempt=2),
+        ]
+    )
+    outcome["batch"] = [type(r).__name__ if isinstance(r, Exception) else "written" for r in batch]
+    AgentRun.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)
+    outcome["after_end"] = write(2)
+    outcome["seqs"] = [e["seq"] for e in events_after(thread_id=thread.id, after_seq=0)]
+    return outcome
+
+
+EXPECTED_FENCING = {
+    "first": "written",
+    "stale": "fenced",
+    "current": "written",
+    "batch": ["RunFencedError", "written"],
+    "after_end": "fenced",
+    "seqs": [1, 2, 3],
+}
+
+
+def test_a_stale_attempt_cannot_write_and_fails_alone_in_its_batch() -> None:
+    assert fencing_check() == EXPECTED_FENCING
+
+
+@pytest.mark.postgres
+def test_fencing_on_postgresql() -> None:
+    require_postgres()
+    with postgres_database() as url:
+        out = subprocess.run(
+            [
+                PYTHON,
+                "manage.py",
+                "shell",
+                "-c",
+                "import json; from tests.test_outlive import fencing_check; "
+                "print(json.dumps(fencing_check()))",
+            ],
+            cwd=ROOT,
+            env=base_env(DATABASE_URL=url),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == EXPECTED_FENCING
+
+
+# --- continuation in one process ------------------------------------------------------------
+
+
+async def logged(thread: Any) -> list[dict[str, Any]]:
+    """The thread's event log."""
+    return await database_sync_to_async(events_after)(thread_id=thread.id, after_seq=0)
+
+
+async def wait_logged(thread: Any, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
+    """Polls the log until `predicate(events)`; returns the events."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        events = await logged(thread)
+        if predicate(events):
+            return events
+        assert asyncio.get_running_loop().time() < deadline, [e["type"] for e in events]
+        await asyncio.sleep(0.02)
+
+
+async def kill_and_continue(service: Any, run_id: uuid.UUID) -> int:
+    """The run's worker dies (no more writes, no heartbeat); the sweep continues it here."""
+    service.runs[run_id].abandon()
+    await service.wait_idle()
+    await database_sync_to_async(AgentRun.objects.filter(pk=run_id).update)(
+        heartbeat_at=timezone.now() - timedelta(seconds=600)
+    )
+    taken: int = await continuation.adopt_runs(service)
+    await service.wait_idle()
+    return taken
+
+
+def resumed_count(events: list[dict[str, Any]]) -> int:
+    """How many agent_thinking{resumed: true} the events hold."""
+    return fold_run(events).resumes
+
+
+async def test_killed_mid_tool_completes_the_call_as_interrupted_and_continues(
+    thread: Any, user: Any, service: Any
+) -> None:
+    result = await service.submit(
+        thread_id=thread.id, user=user, text="wait 1 seconds and what is 6*7", client_msg_id="k"
+    )
+    await wait_logged(thread, lambda es: any(e["type"] == "tool_executing" for e in es))
+    assert await kill_and_continue(service, result.run_id) == 1
+    events = await logged(thread)
+    assert run_violations(events) == [], run_violations(events)
+    assert resumed_count(events) == 1
+    waits = [e for e in events if e["data"].get("tool") == "wait"]
+    first_id = waits[0]["data"]["tool_call_id"]
+    first = [e for e in waits if e["data"]["tool_call_id"] == first_id]
+    assert [(e["type"], e["data"].get("error", {}).get("code")) for e in first] == [
+        ("tool_executing", None),
+        ("tool_completed", "interrupted"),
+    ]
+    final = events[-1]["data"]
+    assert final["status"] == "completed" and "6*7 = 42." in final["text"]
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=result.run_id)
+    assert (run.attempt, run.resumes, run.worker_id) == (2, 1, service.worker_id)
+    reasons = await database_sync_to_async(
+        lambda: list(RunAttempt.objects.filter(run=run).values_list("number", "reason"))
+    )()
+    assert reasons == [(1, "submitted"), (2, "worker_lost")]
+
+
+async def test_killed_mid_answer_does_not_repeat_the_text(
+    thread: Any, user: Any, service: Any, settings: Any
+) -> None:
+    settings.AGENT_STREAM_DELAY = 0.05
+    settings.AGENT_STREAM_CHUNK = 8
+    result = await service.submit(
+        thread_id=thread.id, user=user, text="hello there", client_msg_id="m"
+    )
+    before = await wait_logged(
+        thread, lambda es: sum(e["type"] == "partial_result" for e in es) >= 3
+    )
+    await kill_and_continue(service, result.run_id)
+    events = await logged(thread)
+    assert run_violations(events) == [], run_violations(events)
+    assert resumed_count(events) == 1
+    texts = [e["data"]["text"] for e in events if e["type"] == "partial_result"]
+    final = events[-1]["data"]["text"]
+    assert "".join(texts) == final and final.startswith("I am the built-in offline agent.")
+    assert final.count("I am the built-in offline agent.") == 1
+    resumed_at = next(i for i, e in enumerate(events) if e["data"].get("resumed"))
+    assert resumed_at >= len([e for e in before if e["type"] != "agent_completed"])
+
+
+@dataclasses.dataclass(frozen=True)
+class IdempotentTool(tools.Tool):
+    """A tool declared idempotent (the @tool option, read with getattr by the runtime)."""
+
+    idempotent: bool = True
+
+
+async def test_an_idempotent_call_runs_again_under_the_same_id(
+    thread: Any, user: Any, service: Any
+) -> None:
+    registry = service.dispatcher.registry
+    original = registry.get("wait")
+    fields = {f.name: getattr(original, f.name) for f in dataclasses.fields(original)}
+    registry.register(IdempotentTool(**fields))
+    try:
+        result = await service.submit(
+            thread_id=thread.id, user=user, text="wait 0.5 seconds", client_msg_id="i"
+        )
+        await wait_logged(thread, lambda es: any(e["type"] == "tool_executing" for e in es))
+        await kill_and_continue(service, result.run_id)
+    finally:
+        registry.register(original)
+    events = await logged(thread)
+    assert run_violations(events) == [], run_violations(events)
+    calls = [(e["type"], e["data"].get("status")) for e in events if e["data"].get("tool")]
+    assert calls == [("tool_executing", None), ("tool_completed", "ok")]
+    assert events[-1]["data"]["text"] == "I waited as asked."
+
+
+async def test_past_run_max_resumes_the_run_ends_with_worker_lost(
+    thread: Any, user: Any, service: Any, settings: Any
+) -> None:
+    settings.RUN_MAX_RESUMES = 0
+    result = await service.submit(
+        thread_id=thread.id, user=user, text="wait 5 seconds", client_msg_id="x"
+    )
+    await wait_logged(thread, lambda es: any(e["type"] == "tool_executing" for e in es))
+    await kill_and_continue(service, result.run_id)
+    events = await logged(thread)
+    assert run_violations(events) == [], run_violations(events)
+    assert resumed_count(events) == 0
+    assert [(e["type"], e["data"].get("code")) for e in events[-2:]] == [
+        ("agent_error", "worker_lost"),
+        ("agent_completed", None),
+    ]
+    assert events[-1]["data"]["status"] == "failed"
+
+
+async def test_an_agent_that_cannot_continue_ends_with_worker_lost(
+    thread: Any, user: Any, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(type(service.agent), "can_continue", False)
+    result = await service.submit(
+        thread_id=thread.id, user=user, text="wait 5 seconds", client_msg_id="n"
+    )
+    await wait_logged(thread, lambda es: any(e["type"] == "tool_executing" for e in es))
+    await kill_and_continue(service, result.run_id)
+    events = await logged(thread)
+    assert run_violations(events) == []
+    assert events[-2]["data"]["code"] == "worker_lost"
+
+
+async def test_a_stale_worker_that_wakes_up_is_fenced(thread: Any, user: Any, service: Any) -> None:
+    """Another worker adopts the run while this one still runs it: this one's next write is
+    refused, the run stops here without a word, and the fenced counter moves."""
+    fenced_before = metrics.RUNS_FENCED._value.get()
+    result = await service.submit(
+        thread_id=thread.id, user=user, text="wait 0.5 seconds", client_msg_id="f"
+    )
+    await wait_logged(thread, lambda es: any(e["type"] == "tool_executing" for e in es))
+    await database_sync_to_async(AgentRun.objects.filter(pk=result.run_id).update)(
+        attempt=2, worker_id="another-worker"
+    )
+    await service.wait_idle()
+    events = await logged(thread)
+    assert events[-1]["type"] == "tool_executing"  # nothing written after the adoption
+    assert metrics.RUNS_FENCED._value.get() == fenced_before + 1
+
+
+async def test_a_message_reaching_a_draining_worker_is_accepted_and_released(
+    thread: Any, user: Any, service: Any
+) -> None:
+    service.draining = True
+    try:
+        result = await service.submit(
+            thread_id=thread.id, user=user, text="what is 2+2", client_msg_id="d"
+        )
+    finally:
+        service.draining = False
+    assert not service.runs
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=result.run_id)
+    assert (run.status, run.released) == ("queued", True)
+    assert await continuation.adopt_runs(service) == 1
+    await service.wait_idle()
+    events = await logged(thread)
+    assert run_violations(events) == []
+    assert events[-1]["data"]["text"] == "2+2 = 4."
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=result.run_id)
+    assert (run.attempt, run.resumes, run.released) == (2, 0, False)
+
+
+# --- the OpenAI-compatible agent's conversation from the journal --------------------------------
+
+
+def event(type: str, **data: Any) -> dict[str, Any]:
+    """A journal entry."""
+    return {"type": type, "seq": 0, "data": data}
+
+
+def test_the_openai_agent_rebuilds_its_conversation_from_the_journal() -> None:
+    journal = [
+        event("agent_started", agent="openai", message_id="m"),
+        event("agent_thinking", text="Asking the model.", step=1),
+        event("partial_result", text="Let me compute. "),
+        event("tool_executing", tool_call_id="c1", tool="calculator", args={"expression": "6*7"}),
+        event("tool_completed", tool_call_id="c1", tool="calculator", status="ok", result=42),
+        event("tool_executing", tool_call_id="c2", tool="wait", args={"seconds": 1}),
+        event("agent_thinking", text="Continuing.", step=2, resumed=True),
+        event(
+            "tool_completed",
+            tool_call_id="c2",
+            tool="wait",
+            status="error",
+            error={"code": "interrupted", "message": "The call was interrupted."},
+        ),
+        event("agent_thinking", text="Sending 2 tool results back to the model.", step=3),
+        event("partial_result", text="It is 4"),
+    ]
+    rebuilt = rebuild_from_journal(journal)
+    assert rebuilt.steps == 1 and rebuilt.call_ids == {"c1", "c2"}
+    roles = [turn["role"] for turn in rebuilt.turns]
+    assert roles == ["assistant", "tool", "tool", "assistant", "user"]
+    assert rebuilt.turns[0]["content"] == "Let me compute. "
+    assert [c["id"] for c in rebuilt.turns[0]["tool_calls"]] == ["c1", "c2"]
+    assert json.loads(rebuilt.turns[1]["content"]) == {"result": 42}
+    assert json.loads(rebuilt.turns[2]["content"])["error"]["code"] == "interrupted"
+    assert rebuilt.turns[3]["content"] == "It is 4"
+    assert rebuilt.turns[4]["content"] == CONTINUE_PROMPT
+    assert rebuild_from_journal([]).turns == []
