@@ -246,9 +246,11 @@ async def _client(cluster: Cluster, token: str, index: int, out: dict[str, Any])
             try:
                 await socket.wait_for(completed_run(ack["run_id"]), timeout=40)
                 break
-            except AssertionError:
+            except AssertionError as exc:
                 if socket.is_open:
-                    raise
+                    raise AssertionError(
+                        f"{exc}; on port {socket.server.port}, closes {socket.close_codes}"
+                    ) from exc
 
 
 async def _open_somewhere(cluster: Cluster, socket: Socket) -> None:
