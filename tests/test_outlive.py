@@ -340,3 +340,39 @@ def test_the_openai_agent_rebuilds_its_conversation_from_the_journal() -> None:
     assert rebuilt.turns[3]["content"] == "It is 4"
     assert rebuilt.turns[4]["content"] == CONTINUE_PROMPT
     assert rebuild_from_journal([]).turns == []
+
+
+# --- operations -----------------------------------------------------------------------------
+
+
+def test_the_admin_run_view_shows_each_attempt_and_its_worker(django_user_model: Any) -> None:
+    from django.test import Client
+
+    admin = django_user_model.objects.create_superuser(username="root", password="pw-Root-123")
+    client = Client()
+    client.force_login(admin)
+    user = helpers.make_user("attempts")
+    thread = helpers.make_thread(user)
+    message = Message.objects.create(thread=thread, role="user", text="x")
+    run = AgentRun.objects.create(
+        thread=thread, user=user, message=message, agent="builtin", attempt=2, resumes=1
+    )
+    RunAttempt.objects.create(run=run, number=1, worker_id="host:1:first", reason="submitted")
+    RunAttempt.objects.create(run=run, number=2, worker_id="host:2:second", reason="shutdown")
+    page = client.get(f"/admin/agents/agentrun/{run.pk}/change/").content.decode()
+    assert "host:1:first" in page and "host:2:second" in page and "shutdown" in page
+
+
+def test_the_fold_flags_what_continuation_must_never_do() -> None:
+    from agents.invariants import run_violations
+
+    started = event("agent_started", agent="builtin", message_id="m")
+    thought = event("agent_thinking", text="t", step=1)
+    resumed = event("agent_thinking", text="again", step=2, resumed=True)
+    done = event("agent_completed", status="completed", text="", message_id=None)
+    for seq, e in enumerate([started, thought, resumed, done], start=1):
+        e["seq"] = seq
+    assert run_violations([started, thought, resumed, done]) == []
+    late = {**event("partial_result", text="late"), "seq": 5}
+    assert "partial_result after agent_completed" in fold_run([started, done, late]).anomalies
+    assert "a resumed agent_thinking before agent_started" in fold_run([resumed]).anomalies
