@@ -10,19 +10,23 @@ import asyncio
 import os
 import signal
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agents.invariants import by_run, run_violations
+from chat.management.commands.run_cluster import worker_command
 from tests.cluster import (
     FAST_HOUSEKEEPING,
     REDIS_URL,
     Cluster,
     Socket,
+    Worker,
     completed_run,
     delivery_faults,
     metric_total,
@@ -33,7 +37,7 @@ from tests.cluster import (
     require_redis,
     running_cluster,
 )
-from tests.servers import Server
+from tests.servers import Server, free_port
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -171,18 +175,44 @@ async def test_a_stalled_worker_is_fenced_after_its_run_was_adopted(
         await asyncio.gather(client.close(), watcher.close())
 
 
-def test_single_process_restart_continues_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+def one_server(kind: str) -> Server:
+    """One server process on SQLite and the in-memory layer: daphne as `make run` starts
+    it, or uvicorn as `run_cluster` does."""
+    env = {**FAST_HOUSEKEEPING, **ENV}
+    if kind == "daphne":
+        return Server(env=env)
+    workdir = Path(tempfile.mkdtemp(prefix="netra-uvicorn-"))
+    port = free_port()
+    worker = Worker(
+        env=env,
+        port=port,
+        workdir=workdir,
+        command=worker_command(
+            server="uvicorn", host="127.0.0.1", port=port, max_message_bytes=131072
+        ),
+        server="uvicorn",
+    )
+    worker.env["DATABASE_URL"] = Server(env=env, workdir=workdir).env["DATABASE_URL"]
+    return worker
+
+
+@pytest.mark.parametrize(("kind", "sig"), [("daphne", signal.SIGINT), ("uvicorn", signal.SIGTERM)])
+def test_single_process_restart_continues_the_run(
+    kind: str, sig: signal.Signals, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`make run` (one daphne, SQLite, in-memory layer) stopped with Ctrl-C (SIGINT) during
-    a run and started again: the socket is closed with 4503, and the run continues."""
-    server = Server(env={**FAST_HOUSEKEEPING, **ENV})
-    server.start()
+    a run and started again, and one uvicorn stopped with SIGTERM: the socket is closed
+    with 4503, the run released, and the restarted process continues it at once."""
+    server = one_server(kind).start()
     try:
-        asyncio.run(_single_process_restart(server, capsys))
+        asyncio.run(_single_process_restart(server, sig, capsys))
     finally:
         server.stop()
 
 
-async def _single_process_restart(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def _single_process_restart(
+    server: Server, sig: signal.Signals, capsys: pytest.CaptureFixture[str]
+) -> None:
     token = server.make_user("restart")
     status, body = server.api("POST", "/api/threads/", token, {"title": "r"})
     assert status == 201, body
@@ -192,7 +222,7 @@ async def _single_process_restart(server: Server, capsys: pytest.CaptureFixture[
     ack = await client.ask("wait 3 seconds and what is 6*7")
     await client.wait_for(lambda f: f.get("type") == "tool_executing")
     stop_at = time.monotonic()
-    await asyncio.to_thread(server.stop, signal.SIGINT)
+    await asyncio.to_thread(server.stop, sig)
     stopped_after = time.monotonic() - stop_at
     assert await client.wait_closed(5) == 4503, client.close_code
     assert client.frames[-1]["type"] == "error" and client.frames[-1]["code"] == "unavailable"
@@ -207,7 +237,7 @@ async def _single_process_restart(server: Server, capsys: pytest.CaptureFixture[
     resumed = next(e for e in events if is_resumed(e))
     record(
         capsys,
-        "single_process_restart",
+        f"single_process_restart_{Path(server.command()[0]).name}",
         runs=1,
         stopped_after_s=round(stopped_after, 2),
         resumed_seq=resumed["seq"],
