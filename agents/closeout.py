@@ -68,8 +68,16 @@ async def close_out(
                     error_message=failure.message if failure else "",
                 ),
             )
-        except (RunOwnershipLostError, RunFencedError):
+        except RunOwnershipLostError:
             logger.warning("run was closed by another worker", extra={"run_id": spec.run_id})
+            return False
+        except RunFencedError:
+            metrics.RUNS_FENCED.inc()
+            logger.warning(
+                "run %s was taken over by another worker while closing; stopped here",
+                spec.run_id,
+                extra={"run_id": spec.run_id, "attempt": spec.attempt},
+            )
             return False
         except ThreadGoneError:
             logger.warning("thread deleted during the run", extra={"run_id": spec.run_id})
@@ -102,14 +110,14 @@ async def close_out(
 
 
 async def reap_stale_runs(broadcaster: Broadcaster, *, worker_id: str, stale_after: float) -> int:
-    """Closes every run whose heartbeat is older than `stale_after` (or that was released)
-    with agent_error{code: worker_lost} and agent_completed{failed}, without continuing it;
+    """Closes every run whose heartbeat is older than `stale_after` with agent_error
+    {code: worker_lost} and agent_completed{failed}, without continuing it;
     returns how many it closed. For `manage.py reap_runs`, a process that runs no agent;
     a serving worker continues such runs instead (agents/continuation.py)."""
     closed = 0
-    for run_id in await database_sync_to_async(selectors.adoptable_runs)(stale_after=stale_after):
+    for run in await database_sync_to_async(selectors.stale_runs)(stale_after=stale_after):
         adoption = await database_sync_to_async(services.run_adopt)(
-            run_id=run_id, stale_after=stale_after, worker_id=worker_id
+            run_id=run.id, stale_after=stale_after, worker_id=worker_id
         )
         if adoption is None:
             continue

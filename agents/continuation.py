@@ -82,8 +82,10 @@ async def resume(
     """Prepares a started run for its agent to go on; returns the journal to give it.
 
     Raises WORKER_LOST (an AgentFailure: the run then closes out as failed) when the run
-    cannot be continued."""
+    cannot be continued, and the logged failure of a run that was already failing."""
     spec = adoption.spec
+    if emitter.error is not None:  # it was failing when its worker stopped: it still fails
+        raise emitter.error
     if not can_continue(agent) or adoption.resumes > settings.RUN_MAX_RESUMES:
         logger.warning(
             "run cannot be continued (%s); ending it with worker_lost",

@@ -376,3 +376,113 @@ def test_the_fold_flags_what_continuation_must_never_do() -> None:
     late = {**event("partial_result", text="late"), "seq": 5}
     assert "partial_result after agent_completed" in fold_run([started, done, late]).anomalies
     assert "a resumed agent_thinking before agent_started" in fold_run([resumed]).anomalies
+
+
+# --- the OpenAI-compatible agent continued, against the fake server of test_llm_provider ------
+
+
+@pytest.fixture
+async def fake_llm(service: Any) -> Any:
+    """The fake chat-completions server, and the service's agent pointed at it."""
+    from agents.providers.openai_compat import OpenAICompatAgent
+    from tests.test_llm_provider import FakeLLM
+
+    server = await FakeLLM().start()
+    original = service.agent
+    service.agent = OpenAICompatAgent(server.config())
+    try:
+        yield server
+    finally:
+        service.agent = original
+        await server.stop()
+
+
+async def test_the_openai_agent_continues_its_answer_from_the_journal(
+    thread: Any, user: Any, service: Any, fake_llm: Any
+) -> None:
+    from tests.test_llm_provider import Reply, text_chunks
+
+    fake_llm.script(
+        Reply(chunks=text_chunks("Once upon", finish_reason="")[:2], hold=True, trickle=0.05),
+        Reply(chunks=text_chunks(" a time, the end.")),
+    )
+    result = await service.submit(
+        thread_id=thread.id, user=user, text="tell a story", client_msg_id="o"
+    )
+    await wait_logged(thread, lambda es: any(e["type"] == "partial_result" for e in es))
+    await kill_and_continue(service, result.run_id)
+    events = await logged(thread)
+    assert run_violations(events) == [], run_violations(events)
+    assert resumed_count(events) == 1
+    final = events[-1]["data"]
+    so_far = "".join(
+        e["data"]["text"]
+        for e in events
+        if e["type"] == "partial_result"
+        and e["seq"] < next(x["seq"] for x in events if x["data"].get("resumed"))
+    )
+    assert so_far.startswith("Once upon")
+    assert final["status"] == "completed" and final["text"] == so_far + " a time, the end."
+    again = fake_llm.requests[1].body["messages"]
+    assert again[-2] == {"role": "assistant", "content": so_far}
+    assert again[-1] == {"role": "user", "content": CONTINUE_PROMPT}
+
+
+async def test_the_openai_agent_is_told_of_an_interrupted_call(
+    thread: Any, user: Any, service: Any, fake_llm: Any
+) -> None:
+    from tests.test_llm_provider import Reply, call_piece, call_start, text_chunks, tool_chunks
+
+    fake_llm.script(
+        Reply(chunks=tool_chunks(call_start(0, "call_w", "wait"), call_piece(0, '{"seconds": 5}'))),
+        Reply(chunks=text_chunks("The wait was interrupted.")),
+    )
+    result = await service.submit(
+        thread_id=thread.id, user=user, text="wait 5 seconds", client_msg_id="w"
+    )
+    await wait_logged(thread, lambda es: any(e["type"] == "tool_executing" for e in es))
+    await kill_and_continue(service, result.run_id)
+    events = await logged(thread)
+    assert run_violations(events) == [], run_violations(events)
+    assert tool_pairs_of(events, "call_w") == ["tool_executing", "tool_completed"]
+    again = fake_llm.requests[1].body["messages"]
+    assert again[-2]["tool_calls"][0]["id"] == "call_w"
+    assert again[-1]["role"] == "tool" and again[-1]["tool_call_id"] == "call_w"
+    assert json.loads(again[-1]["content"])["error"]["code"] == "interrupted"
+    assert events[-1]["data"]["text"] == "The wait was interrupted."
+
+
+def tool_pairs_of(events: list[dict[str, Any]], tool_call_id: str) -> list[str]:
+    """The event types that name one tool call, in order."""
+    return [e["type"] for e in events if e["data"].get("tool_call_id") == tool_call_id]
+
+
+async def test_a_run_that_was_failing_is_closed_out_not_continued(
+    thread: Any, user: Any, service: Any
+) -> None:
+    """Its worker logged agent_error and died before agent_completed: the adopting worker
+    ends it as failed with that error (agent_error stays directly before agent_completed)."""
+    from agents.errors import AgentFailure
+
+    result = await service.submit(
+        thread_id=thread.id, user=user, text="wait 5 seconds", client_msg_id="e"
+    )
+    await wait_logged(thread, lambda es: any(e["type"] == "tool_executing" for e in es))
+    handle = service.runs[result.run_id]
+    handle.abandon()
+    await service.wait_idle()
+    handle.emitter.halted = False  # it closes its tool call and logs the failure, then dies
+    (call_id,) = handle.emitter.open_calls
+    await handle.emitter.tool_completed(
+        tool_call_id=call_id, tool="wait", status="error", error={"code": "x"}, duration_ms=0
+    )
+    await handle.emitter.failed(AgentFailure("unavailable", "The database failed.", retryable=True))
+    await database_sync_to_async(AgentRun.objects.filter(pk=result.run_id).update)(
+        heartbeat_at=timezone.now() - timedelta(seconds=600)
+    )
+    await continuation.adopt_runs(service)
+    await service.wait_idle()
+    events = await logged(thread)
+    assert run_violations(events) == [], run_violations(events)
+    assert [e["type"] for e in events[-3:]] == ["tool_completed", "agent_error", "agent_completed"]
+    assert events[-2]["data"]["code"] == "unavailable" and resumed_count(events) == 0
