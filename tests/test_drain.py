@@ -249,7 +249,11 @@ async def _single_process_restart(
 # --- rolling restart under load ----------------------------------------------------------------
 
 CLIENTS = 6
-RUNS_EACH = 5
+RUNS_EACH = 4
+# Each run waits longer than the grace, and the clients start staggered over most of a
+# run, so that at each SIGTERM some runs finish within the grace and others are released.
+RUN_WAIT = 3
+STAGGER = 0.4
 
 
 async def _client(cluster: Cluster, token: str, index: int, out: dict[str, Any]) -> None:
@@ -258,9 +262,10 @@ async def _client(cluster: Cluster, token: str, index: int, out: dict[str, Any])
     thread_id = cluster.new_thread(token, worker=index % 2)
     socket = Socket(cluster[index % 2], thread_id, token)
     out[thread_id] = socket
+    await asyncio.sleep(index * STAGGER)
     for n in range(RUNS_EACH):
         client_msg_id = uuid.uuid4().hex
-        text = f"wait 2 seconds and what is {index}*{n + 2}"
+        text = f"wait {RUN_WAIT} seconds and what is {index}*{n + 2}"
         ack = None
         for _ in range(40):
             await _open_somewhere(cluster, socket)
@@ -341,6 +346,7 @@ async def test_rolling_restart_under_load_loses_no_run(capsys: pytest.CaptureFix
                     continued += 1
                     delays.append(_time_to_continue(database_url, run_id, signalled))
         assert runs == CLIENTS * RUNS_EACH
+        assert continued >= 1, "no run was active past the grace at either SIGTERM"
         drained = [
             line
             for w in cluster.workers
@@ -349,6 +355,7 @@ async def test_rolling_restart_under_load_loses_no_run(capsys: pytest.CaptureFix
         ]
         finished_in_grace = sum(_field(line, "finished_in_grace") for line in drained)
         released = sum(_field(line, "released") for line in drained)
+        active = sum(_field(line, "active") for line in drained)
         assert len(drained) == 2, drained
         record(
             capsys,
@@ -358,6 +365,7 @@ async def test_rolling_restart_under_load_loses_no_run(capsys: pytest.CaptureFix
             doubled=0,
             agent_errors=0,
             continued=continued,
+            active_at_sigterm=active,
             finished_in_grace=finished_in_grace,
             released=released,
             grace_s=GRACE,
