@@ -1,10 +1,10 @@
-"""Admin: runs with their event timeline."""
+"""Admin: runs with their attempts (which worker ran each part) and event timeline."""
 
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from agents.models import AgentRun
+from agents.models import AgentRun, RunAttempt
 from chat.admin import AppendOnlyAdmin
 from chat.models import Event
 
@@ -23,6 +23,7 @@ class AgentRunAdmin(AppendOnlyAdmin):
         "created_at",
         "finished_at",
         "worker_id",
+        "attempt",
     )
     list_filter = ("status", "agent", "error_code")
     search_fields = ("=id", "=thread__id", "user__username", "error_code")
@@ -42,8 +43,33 @@ class AgentRunAdmin(AppendOnlyAdmin):
         "cancel_requested",
         "error_code",
         "error_message",
+        "attempt",
+        "resumes",
+        "released",
+        "attempts",
         "timeline",
     )
+
+    @admin.display(description="attempts")
+    def attempts(self, obj: AgentRun) -> SafeString:
+        """Each attempt of the run: which worker took it, when and why (submitted, or
+        continued after a shutdown or a lost worker)."""
+        rows = RunAttempt.objects.filter(run=obj).values_list(
+            "number", "created_at", "worker_id", "reason"
+        )
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            (
+                (number, created.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], worker, reason)
+                for number, created, worker, reason in rows
+            ),
+        )
+        return format_html(
+            "<table><tr><th>attempt</th><th>since</th><th>worker</th><th>reason</th></tr>{}"
+            "</table>",
+            body,
+        )
 
     @admin.display(description="event timeline")
     def timeline(self, obj: AgentRun) -> SafeString:

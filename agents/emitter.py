@@ -4,6 +4,10 @@ Invariants kept here (docs/protocol.md): agent_started first and agent_completed
 each once; an agent_thinking before the first tool call or answer text; every
 tool_executing paired (the dispatcher closes calls from a `finally`); the concatenated
 partial_result texts equal agent_completed.data.text.
+
+An emitter writes for one attempt of its run (`attempt`): once a write is fenced (the run
+was adopted elsewhere) or the emitter is halted (its worker released the run), it writes
+nothing more and every emit raises RunFencedError.
 """
 
 import asyncio
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.errors import AgentFailure
+from chat.events import RunFencedError
 from chat.runevents import EventType
 
 InTransaction = Callable[[], None]
@@ -40,6 +45,21 @@ class RunEmitter:
     is_started: bool = False
     is_completed: bool = False
     error: AgentFailure | None = None
+    attempt: int | None = None
+    halted: bool = False
+    # Calls opened by an earlier attempt that run again here under the same id: their
+    # tool_executing is in the log already, so it is not written a second time.
+    reopened: set[str] = field(default_factory=set)
+
+    def halt(self) -> None:
+        """Stops every further write of this emitter (its run was released or taken over)."""
+        self.halted = True
+
+    def reopen(self, tool_call_id: str) -> None:
+        """Marks an open call of an earlier attempt to be run again under its id."""
+        if tool_call_id not in self.open_calls:
+            raise EmitterStateError(f"reopen of a call that is not open: {tool_call_id}")
+        self.reopened.add(tool_call_id)
 
     async def _emit(
         self,
@@ -55,6 +75,8 @@ class RunEmitter:
         write: the database commits it anyway, so the emitter waits for the outcome and
         keeps its record in step with the log before it lets the cancel through.
         """
+        if self.halted:
+            raise RunFencedError(f"run {self.run_id} is no longer written by this worker")
         if self.is_completed:
             raise EmitterStateError(f"{type} after agent_completed in run {self.run_id}")
         if not self.is_started and type != EventType.AGENT_STARTED:
@@ -66,10 +88,14 @@ class RunEmitter:
                 type=type.value,
                 data=data,
                 in_transaction=in_transaction,
+                attempt=self.attempt,
             )
         )
         try:
             await asyncio.shield(write)
+        except RunFencedError:
+            self.halted = True
+            raise
         except asyncio.CancelledError:
             await asyncio.wait([write])
             if not write.cancelled() and write.exception() is None and logged is not None:
@@ -98,12 +124,25 @@ class RunEmitter:
             logged=lambda: setattr(self, "step", step),
         )
 
+    async def resumed(self, text: str) -> None:
+        """Emits the agent_thinking{resumed: true} that marks where a continued run goes on."""
+        step = self.step + 1
+        await self._emit(
+            EventType.AGENT_THINKING,
+            {"text": text, "step": step, "resumed": True},
+            logged=lambda: setattr(self, "step", step),
+        )
+
     async def _ensure_thought(self) -> None:
         if self.step == 0:
             await self.thinking("Working on it.")
 
     async def tool_executing(self, *, tool_call_id: str, tool: str, args: Any) -> None:
-        """Emits tool_executing; the call stays open until tool_completed."""
+        """Emits tool_executing; the call stays open until tool_completed. A reopened call
+        (see `reopen`) is not announced again."""
+        if tool_call_id in self.reopened and self.open_calls.get(tool_call_id) == tool:
+            self.reopened.discard(tool_call_id)
+            return
         await self._ensure_thought()
         await self._emit(
             EventType.TOOL_EXECUTING,

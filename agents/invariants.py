@@ -1,8 +1,10 @@
 """The run invariants of docs/protocol.md, checked over a run's events.
 
 Used by the test suites over every run they make; returns violations, empty when whole.
-The pairing rules (tool calls, approvals, thinking first, the answer text) come from the
-fold over the run, `chat.runevents.fold_run`; the rules about the run's shape are here.
+The pairing rules (tool calls, approvals, thinking first, the answer text) and those of a
+continued run (no event after agent_completed, a resumed agent_thinking only after
+agent_started) come from the fold over the run, `chat.runevents.fold_run`; the rules
+about the run's shape are here.
 """
 
 from collections.abc import Iterable

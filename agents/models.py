@@ -43,6 +43,13 @@ class AgentRun(models.Model):
     cancel_requested = models.BooleanField(default=False)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
+    # Fencing: adoption by another worker increments it; every event write of the run
+    # checks it in the write's transaction (chat.events), so an older attempt cannot write.
+    attempt = models.PositiveIntegerField(default=1)
+    # How many times the run was continued after its worker was gone (RUN_MAX_RESUMES).
+    resumes = models.PositiveIntegerField(default=0)
+    # Set by a draining worker: another worker adopts the run at its next reaper sweep.
+    released = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -61,3 +68,27 @@ class AgentRun(models.Model):
     def is_active(self) -> bool:
         """True while queued or running."""
         return self.status in ACTIVE_STATUSES
+
+
+class RunAttempt(models.Model):
+    """Which worker ran each part of a run, and why it took the run (for the admin)."""
+
+    class Reason(models.TextChoices):
+        SUBMITTED = "submitted"
+        SHUTDOWN = "shutdown"
+        WORKER_LOST = "worker_lost"
+
+    run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    worker_id = models.CharField(max_length=128)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="runattempt_one_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of run {str(self.run_id)[:8]} on {self.worker_id}"

@@ -1,5 +1,6 @@
 """The agent service: submits runs, executes them detached from sockets, heartbeats them,
-cancels them, and closes out runs whose worker died (the reaper)."""
+cancels them, continues runs other workers left (agents/continuation.py) and releases its
+own when it drains (agents/drain.py). Closing a run out is in agents/closeout.py."""
 
 import asyncio
 import contextvars
@@ -14,27 +15,23 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from agents import selectors, services
+from agents import continuation, selectors, services
+from agents.closeout import WORKER_LOST, close_out, reap_stale_runs
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
 from agents.errors import AgentFailure
 from agents.providers.base import Agent, RunInput
-from agents.services import RunOwnershipLostError, RunSpec
+from agents.services import Adoption, RunOwnershipLostError, RunSpec
 from chat import housekeeping, metrics
 from chat.broadcaster import Broadcaster, EventLogError
 from chat.connections import WORKER_ID
 from chat.errors import report_exception
-from chat.events import ThreadGoneError
+from chat.events import RunFencedError, ThreadGoneError
 from chat.ports import SubmitResult
 
 logger = logging.getLogger("netra.runs")
 
-CLOSE_OUT_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
-WORKER_LOST = AgentFailure(
-    "worker_lost",
-    "The server process running this answer stopped; send the message again.",
-    retryable=True,
-)
+__all__ = ["WORKER_LOST", "AgentService", "RunHandle", "close_out", "reap_stale_runs"]
 
 
 @dataclass
@@ -42,101 +39,42 @@ class RunHandle:
     """A run executing in this process."""
 
     spec: RunSpec
+    emitter: RunEmitter
+    adoption: Adoption | None = None
     task: asyncio.Task[None] | None = None
     started: bool = False
     cancel_requested: bool = False
     lost: bool = False
+    released: bool = False
     closing: bool = False
 
     def request_cancel(self) -> None:
         """Stops the run; it ends with agent_completed{status: cancelled}. A run already
         emitting its end is left to finish it."""
-        if self.cancel_requested or self.lost:
+        if self.cancel_requested or self.lost or self.released:
             return
         self.cancel_requested = True
         if self.started and not self.closing and self.task is not None:
             self.task.cancel()
 
     def abandon(self) -> None:
-        """Stops the run silently: someone else (the reaper) has closed it."""
+        """Stops the run silently: another worker has taken it over (or closed it)."""
         self.lost = True
-        if not self.closing and self.task is not None:
-            self.task.cancel()
+        self._stop()
 
+    def release(self) -> None:
+        """Stops the run silently, leaving its journal as it is, for another worker to
+        continue (drain). A run emitting its end is left to finish it."""
+        if self.closing:
+            return
+        self.released = True
+        self._stop()
 
-async def close_out(
-    emitter: RunEmitter, spec: RunSpec, *, worker_id: str, status: str, failure: AgentFailure | None
-) -> bool:
-    """Emits what the run still owes (agent_started, tool_completed for open calls,
-    agent_error, agent_completed), retrying while the database is down; True when done.
-    """
-    final = "failed" if failure is not None else status
-    for attempt, delay in enumerate(CLOSE_OUT_DELAYS):
-        if delay:
-            await asyncio.sleep(delay)
-        try:
-            if not emitter.is_started:
-                await emitter.started(
-                    in_transaction=functools.partial(
-                        services.run_mark_running, run_id=spec.run_id, worker_id=worker_id
-                    )
-                )
-            for call_id, tool in list(emitter.open_calls.items()):
-                await emitter.tool_completed(
-                    tool_call_id=call_id,
-                    tool=tool,
-                    status="error",
-                    duration_ms=0,
-                    error={
-                        "code": failure.code if failure else "interrupted",
-                        "message": "The call was interrupted.",
-                    },
-                )
-            if failure is not None and emitter.error is None:
-                await emitter.failed(failure)
-            await emitter.completed(
-                final,
-                in_transaction=functools.partial(
-                    services.run_mark_finished,
-                    spec=spec,
-                    worker_id=worker_id,
-                    status=final,
-                    text=emitter.text,
-                    error_code=failure.code if failure else "",
-                    error_message=failure.message if failure else "",
-                ),
-            )
-        except RunOwnershipLostError:
-            logger.warning("run was closed by another worker", extra={"run_id": spec.run_id})
-            return False
-        except ThreadGoneError:
-            logger.warning("thread deleted during the run", extra={"run_id": spec.run_id})
-            return False
-        except (DatabaseError, EventLogError) as exc:
-            logger.warning(
-                "could not close out run (attempt %d): %s",
-                attempt + 1,
-                exc,
-                extra={"run_id": spec.run_id, "thread_id": spec.thread_id},
-            )
-            continue
-        metrics.RUNS_TOTAL.labels(status=final).inc()
-        logger.info(
-            "run %s %s",
-            spec.run_id,
-            final,
-            extra={
-                "run_id": spec.run_id,
-                "thread_id": spec.thread_id,
-                "code": failure.code if failure else None,
-            },
-        )
-        return True
-    logger.error(
-        "gave up closing out run; the reaper will close it",
-        extra={"run_id": spec.run_id, "thread_id": spec.thread_id},
-    )
-    return False
+    def _stop(self) -> None:
+        if not self.closing:
+            self.emitter.halt()
+            if self.task is not None:
+                self.task.cancel()
 
 
 @dataclass
@@ -148,6 +86,7 @@ class AgentService:
     dispatcher: ToolDispatcher
     worker_id: str = WORKER_ID
     runs: dict[uuid.UUID, RunHandle] = field(default_factory=dict)
+    draining: bool = False
     _background: asyncio.Task[None] | None = None
     _background_loop: asyncio.AbstractEventLoop | None = None
     _idle: asyncio.Event | None = None
@@ -165,8 +104,9 @@ class AgentService:
     ) -> SubmitResult:
         """Records the message and starts its run; a retry returns the same ids.
 
-        `probe` runs on an internal health-check thread instead of a user's.
-        """
+        `probe` runs on an internal health-check thread instead of a user's. While this
+        worker drains, the message is still recorded, and its run released at once for
+        another worker to adopt."""
         result, spec = await database_sync_to_async(services.run_create)(
             thread_id=thread_id,
             user=user,
@@ -175,9 +115,15 @@ class AgentService:
             agent=self.agent.name,
             worker_id=self.worker_id,
             probe=probe,
+            released=self.draining,
         )
-        if spec is not None:
-            self._start(spec)
+        if spec is not None and self.draining:
+            logger.info(
+                "message accepted while draining; its run is released to another worker",
+                extra={"run_id": spec.run_id, "thread_id": spec.thread_id},
+            )
+        elif spec is not None:
+            self._start(spec, self._new_emitter(spec))
         return result
 
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
@@ -202,22 +148,44 @@ class AgentService:
             run_ids = await database_sync_to_async(selectors.active_run_ids)(thread_id=thread_id)
         return run_ids
 
-    def _start(self, spec: RunSpec) -> None:
+    def _new_emitter(self, spec: RunSpec) -> RunEmitter:
+        return RunEmitter(
+            self.broadcaster,
+            thread_id=spec.thread_id,
+            run_id=spec.run_id,
+            message_id=spec.message_id,
+            assistant_message_id=spec.assistant_message_id,
+            agent=spec.agent,
+            attempt=spec.attempt,
+        )
+
+    def start_adopted(self, adoption: Adoption, emitter: RunEmitter) -> None:
+        """Executes a run taken over from another worker (agents/continuation.py)."""
+        if not adoption.started:  # never started: it simply starts here
+            metrics.RUNS_RESUMED.labels(reason=adoption.reason).inc()
+        handle = self._start(adoption.spec, emitter, adoption)
+        handle.cancel_requested = adoption.cancel_requested
+
+    def _start(
+        self, spec: RunSpec, emitter: RunEmitter, adoption: Adoption | None = None
+    ) -> RunHandle:
         self.ensure_background()
-        handle = RunHandle(spec=spec)
+        handle = RunHandle(spec=spec, emitter=emitter, adoption=adoption)
         self.runs[spec.run_id] = handle
         # A fresh context: the run must not inherit the request's thread-sensitive executor
         # (asgiref ends it with the HTTP request, long before the run is over).
         handle.task = asyncio.get_running_loop().create_task(
             self._execute(handle), name=f"run-{spec.run_id}", context=contextvars.Context()
         )
-        handle.task.add_done_callback(functools.partial(self._forget, spec.run_id))
+        handle.task.add_done_callback(functools.partial(self._forget, handle))
+        return handle
 
-    def _forget(self, run_id: uuid.UUID, task: asyncio.Task[None]) -> None:
-        self.runs.pop(run_id, None)
+    def _forget(self, handle: RunHandle, task: asyncio.Task[None]) -> None:
+        if self.runs.get(handle.spec.run_id) is handle:
+            del self.runs[handle.spec.run_id]
         crash = None if task.cancelled() else task.exception()
         if crash is not None:
-            report_exception(crash, "run task crashed", run_id=run_id)
+            report_exception(crash, "run task crashed", run_id=handle.spec.run_id)
         if not self.runs and self._idle is not None:
             self._idle.set()
 
@@ -231,37 +199,59 @@ class AgentService:
                 raise TimeoutError(f"runs still active: {list(self.runs)}")
             await asyncio.wait_for(self._idle.wait(), timeout=remaining)
 
+    async def release_all(self, timeout: float = 5.0) -> int:
+        """Stops every run of this process without a word to the user and releases it in
+        the database, for another worker to continue at once (drain); returns how many."""
+        handles = list(self.runs.values())
+        for handle in handles:
+            handle.release()
+        tasks = [h.task for h in handles if h.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        released = [h.spec.run_id for h in handles if h.released]
+        if not released:
+            return 0
+        return await database_sync_to_async(services.run_release)(
+            run_ids=released, worker_id=self.worker_id
+        )
+
     # --- one run --------------------------------------------------------------------------
 
     async def _execute(self, handle: RunHandle) -> None:
-        spec = handle.spec
-        emitter = RunEmitter(
-            self.broadcaster,
-            thread_id=spec.thread_id,
-            run_id=spec.run_id,
-            message_id=spec.message_id,
-            assistant_message_id=spec.assistant_message_id,
-            agent=spec.agent,
-        )
+        """Runs the agent between agent_started and the close-out. A continued run first
+        goes through continuation.resume. Each way a run can end is one branch below."""
+        spec, emitter = handle.spec, handle.emitter
         metrics.RUNS_ACTIVE.inc()
         status, failure = "failed", None
         try:
-            await emitter.started(
-                in_transaction=functools.partial(
-                    services.run_mark_running, run_id=spec.run_id, worker_id=self.worker_id
+            if not emitter.is_started:
+                await emitter.started(
+                    in_transaction=functools.partial(
+                        services.run_mark_running, run_id=spec.run_id, worker_id=self.worker_id
+                    )
                 )
-            )
             handle.started = True
             if handle.cancel_requested:
                 raise asyncio.CancelledError
             history = await database_sync_to_async(selectors.run_history)(spec=spec)
             async with self.dispatcher.run_scope(emitter, user_id=spec.user_id):
+                journal: list[dict[str, Any]] = []
+                if handle.adoption is not None and handle.adoption.started:
+                    # An idempotent call it runs again acts for the run's user, like any.
+                    journal = await continuation.resume(
+                        agent=self.agent,
+                        adoption=handle.adoption,
+                        emitter=emitter,
+                        dispatcher=self.dispatcher,
+                    )
                 await self.agent.run(
-                    RunInput(text=spec.text, history=history), emitter, self.dispatcher
+                    RunInput(text=spec.text, history=history, journal=journal),
+                    emitter,
+                    self.dispatcher,
                 )
             status = "completed"
         except asyncio.CancelledError:
-            if handle.lost:
+            if handle.lost or handle.released:
                 return
             if handle.cancel_requested:
                 status = "cancelled"
@@ -271,6 +261,10 @@ class AgentService:
                     "The server stopped during the run; send the message again.",
                     retryable=True,
                 )
+        except RunFencedError:
+            if not (handle.lost or handle.released):
+                self._fenced(handle, "an event write was refused")
+            return
         except AgentFailure as exc:
             failure = exc
         except RunOwnershipLostError:
@@ -310,12 +304,27 @@ class AgentService:
         handle.closing = True
         await close_out(emitter, spec, worker_id=self.worker_id, status=status, failure=failure)
 
-    # --- background: heartbeat, remote cancel, reaper ------------------------------------------
+    def _fenced(self, handle: RunHandle, how: str) -> None:
+        """A run of ours was taken over by another worker: stop it, quietly for the user
+        (the other worker goes on), loudly for the operator."""
+        metrics.RUNS_FENCED.inc()
+        logger.warning(
+            "run %s was taken over by another worker (%s); stopped here",
+            handle.spec.run_id,
+            how,
+            extra={
+                "run_id": handle.spec.run_id,
+                "thread_id": handle.spec.thread_id,
+                "attempt": handle.spec.attempt,
+            },
+        )
+
+    # --- background: heartbeat, remote cancel, adoption ----------------------------------------
 
     def ensure_background(self) -> None:
         """Starts every background loop of this process on the running event loop, unless
-        BACKGROUND_TASKS is off: the run heartbeat and reaper, and housekeeping (process
-        heartbeat, held-back state log rows, connection reaper). Loops start here only."""
+        BACKGROUND_TASKS is off: the run heartbeat and adoption sweep, and housekeeping
+        (process heartbeat, held-back state log rows, connection reaper). Loops start here."""
         if not settings.BACKGROUND_TASKS:
             return
         housekeeping.ensure_started()
@@ -337,22 +346,19 @@ class AgentService:
         await housekeeping.stop()
 
     async def _background_loop_body(self) -> None:
-        next_reap = time.monotonic() + settings.RUN_REAPER_INTERVAL
+        # The first sweep is at once: a restarted process continues released runs now.
+        next_sweep = time.monotonic()
         while True:
-            await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)
             try:
                 await self.beat()
-                if time.monotonic() >= next_reap:
-                    next_reap = time.monotonic() + settings.RUN_REAPER_INTERVAL
-                    await reap_stale_runs(
-                        self.broadcaster,
-                        worker_id=self.worker_id,
-                        stale_after=settings.RUN_STALE_AFTER,
-                    )
+                if time.monotonic() >= next_sweep and not self.draining:
+                    next_sweep = time.monotonic() + settings.RUN_REAPER_INTERVAL
+                    await continuation.adopt_runs(self)
             except DatabaseError as exc:
-                logger.warning("heartbeat or reaper sweep failed: %s", exc)
+                logger.warning("heartbeat or adoption sweep failed: %s", exc)
             except Exception as exc:  # noqa: BLE001 - reported; the loop must keep beating
                 report_exception(exc, "agent background loop failed")
+            await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)
 
     async def beat(self) -> None:
         """Refreshes this worker's run heartbeats and applies cancels asked elsewhere."""
@@ -366,39 +372,7 @@ class AgentService:
             if run_id in self.runs:
                 self.runs[run_id].request_cancel()
         for run_id in lost:
-            if run_id in self.runs:
-                logger.warning("run was taken over; stopping it here", extra={"run_id": run_id})
-                self.runs[run_id].abandon()
-
-
-async def reap_stale_runs(broadcaster: Broadcaster, *, worker_id: str, stale_after: float) -> int:
-    """Closes every run whose heartbeat is older than `stale_after` with agent_error
-    {code: worker_lost} and agent_completed{failed}; returns how many it closed."""
-    closed = 0
-    for run in await database_sync_to_async(selectors.stale_runs)(stale_after=stale_after):
-        adopted = await database_sync_to_async(services.run_adopt)(
-            run_id=run.id, stale_after=stale_after, worker_id=worker_id
-        )
-        if not adopted:
-            continue
-        spec = RunSpec(
-            run_id=run.id,
-            thread_id=run.thread_id,
-            message_id=run.message_id,
-            assistant_message_id=run.assistant_message_id,
-            user_id=run.user_id,
-            text=run.message.text,
-            agent=run.agent,
-        )
-        emitter = await database_sync_to_async(selectors.emitter_from_log)(
-            broadcaster=broadcaster, spec=spec
-        )
-        logger.warning(
-            "reaping run whose worker stopped heartbeating",
-            extra={"run_id": run.id, "thread_id": run.thread_id, "worker_id": run.worker_id},
-        )
-        if await close_out(
-            emitter, spec, worker_id=worker_id, status="failed", failure=WORKER_LOST
-        ):
-            closed += 1
-    return closed
+            handle = self.runs.get(run_id)
+            if handle is not None and not (handle.lost or handle.released or handle.closing):
+                self._fenced(handle, "its heartbeat found it held elsewhere")
+                handle.abandon()

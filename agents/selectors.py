@@ -7,11 +7,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.emitter import RunEmitter
 from agents.errors import AgentFailure, run_not_found
 from agents.models import ACTIVE_STATUSES, AgentRun
+from chat.events import to_wire
 from chat.models import Event, Message, Thread
 from chat.ports import SubmitResult
 from chat.runevents import fold_run
@@ -20,14 +22,30 @@ if TYPE_CHECKING:  # services import these reads; the run's spec is only a type 
     from agents.services import RunSpec
 
 
-def emitter_from_log(*, broadcaster: Any, spec: RunSpec) -> RunEmitter:
-    """Rebuilds a run's emitter from its logged events, to close the run out elsewhere."""
+def run_journal(*, spec: RunSpec) -> list[dict[str, Any]]:
+    """Returns the events this run logged so far, as clients see them, in seq order."""
     rows = (
         Event.objects.filter(thread_id=spec.thread_id, run_id=spec.run_id)
         .order_by("seq")
-        .values("type", "seq", "data")
+        .values_list("type", "seq", "created_at", "data")
     )
-    state = fold_run(rows)
+    return [
+        to_wire(type=t, seq=s, thread_id=spec.thread_id, run_id=spec.run_id, created_at=c, data=d)
+        for t, s, c, d in rows
+    ]
+
+
+def emitter_from_log(*, broadcaster: Any, spec: RunSpec) -> RunEmitter:
+    """Rebuilds a run's emitter from its logged events, to close or continue the run
+    elsewhere; it writes at the spec's attempt."""
+    return emitter_from_journal(broadcaster=broadcaster, spec=spec, journal=run_journal(spec=spec))
+
+
+def emitter_from_journal(
+    *, broadcaster: Any, spec: RunSpec, journal: list[dict[str, Any]]
+) -> RunEmitter:
+    """Rebuilds a run's emitter from its journal (see run_journal)."""
+    state = fold_run(journal)
     error = state.error
     return RunEmitter(
         broadcaster,
@@ -41,6 +59,7 @@ def emitter_from_log(*, broadcaster: Any, spec: RunSpec) -> RunEmitter:
         open_calls={call_id: call.tool for call_id, call in state.open_calls.items()},
         is_started=state.started,
         is_completed=state.completed,
+        attempt=spec.attempt,
         error=None
         if error is None
         else AgentFailure(error["code"], error["message"], retryable=bool(error.get("retryable"))),
@@ -103,4 +122,16 @@ def active_run_ids(*, thread_id: uuid.UUID) -> list[uuid.UUID]:
         AgentRun.objects.filter(thread_id=thread_id, status__in=ACTIVE_STATUSES).values_list(
             "id", flat=True
         )
+    )
+
+
+def adoptable_runs(*, stale_after: float) -> list[uuid.UUID]:
+    """Returns the ids of active runs another worker may take over: released by a draining
+    worker, or silent for `stale_after` seconds; released ones first, oldest first."""
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    return list(
+        AgentRun.objects.filter(status__in=ACTIVE_STATUSES)
+        .filter(Q(released=True) | Q(heartbeat_at__lt=cutoff))
+        .order_by("-released", "created_at")
+        .values_list("id", flat=True)
     )

@@ -8,11 +8,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents import selectors
 from agents.errors import run_in_progress, run_not_active
-from agents.models import ACTIVE_STATUSES, AgentRun, RunStatus
+from agents.models import ACTIVE_STATUSES, AgentRun, RunAttempt, RunStatus
 from chat import metrics
 from chat.errors import rate_limited, thread_not_found
 from chat.models import Message, Thread
@@ -33,6 +34,21 @@ class RunSpec:
     user_id: Any
     text: str
     agent: str
+    # The attempt this worker executes (1 at submit; adoption increments it).
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A run this worker took over: its spec at the new attempt, why it was free
+    (`shutdown`: released by a draining worker; `worker_lost`: no heartbeat), whether it
+    had started (then it is a continuation) and how many continuations it has had."""
+
+    spec: RunSpec
+    reason: str
+    started: bool
+    resumes: int
+    cancel_requested: bool
 
 
 class RunOwnershipLostError(RuntimeError):
@@ -60,10 +76,12 @@ def run_create(
     agent: str,
     worker_id: str,
     probe: bool = False,
+    released: bool = False,
 ) -> tuple[SubmitResult, RunSpec | None]:
     """Records a user message and its queued run; idempotent on (thread, client_msg_id).
 
-    Returns the answer and, for a new run, what executing it needs. Raises
+    Returns the answer and, for a new run, what executing it needs. `released` (a draining
+    worker) records the run already released, for another worker to adopt. Raises
     `thread_not_found` and `run_in_progress`. Concurrent submits are settled by the
     database's unique constraints (one message per client_msg_id, one active run per thread).
     """
@@ -82,7 +100,15 @@ def run_create(
                 thread=thread, role=Message.Role.USER, text=text, client_msg_id=client_msg_id
             )
             run = AgentRun.objects.create(
-                thread=thread, user=user, message=message, agent=agent, worker_id=worker_id
+                thread=thread,
+                user=user,
+                message=message,
+                agent=agent,
+                worker_id=worker_id,
+                released=released,
+            )
+            RunAttempt.objects.create(
+                run=run, number=1, worker_id=worker_id, reason=RunAttempt.Reason.SUBMITTED
             )
             Message.objects.filter(pk=message.pk).update(run_id=run.id)
     except IntegrityError as exc:
@@ -171,14 +197,54 @@ def run_request_cancel(*, run_id: uuid.UUID, user: Any) -> AgentRun:
     return run
 
 
-def run_adopt(*, run_id: uuid.UUID, stale_after: float, worker_id: str) -> bool:
-    """Takes a stale run over for closing; False if it came back to life or was closed."""
+def run_release(*, run_ids: list[uuid.UUID], worker_id: str) -> int:
+    """Releases this worker's active runs for another worker to adopt at once (drain);
+    returns how many it released."""
+    return AgentRun.objects.filter(
+        pk__in=run_ids, worker_id=worker_id, status__in=ACTIVE_STATUSES
+    ).update(released=True)
+
+
+def run_adopt(*, run_id: uuid.UUID, stale_after: float, worker_id: str) -> Adoption | None:
+    """Takes over a run that was released or whose heartbeat is older than `stale_after`:
+    increments its attempt (fencing its former worker's writes) and records the attempt.
+    Returns None if the run came back to life, was taken by someone else, or ended."""
     cutoff = timezone.now() - timedelta(seconds=stale_after)
-    return (
-        AgentRun.objects.filter(
-            pk=run_id, status__in=ACTIVE_STATUSES, heartbeat_at__lt=cutoff
-        ).update(worker_id=worker_id, heartbeat_at=timezone.now())
-        == 1
+    with transaction.atomic():
+        run = (
+            AgentRun.objects.select_for_update()
+            .select_related("message")
+            .filter(pk=run_id, status__in=ACTIVE_STATUSES)
+            .filter(Q(released=True) | Q(heartbeat_at__lt=cutoff))
+            .first()
+        )
+        if run is None:
+            return None
+        reason = RunAttempt.Reason.SHUTDOWN if run.released else RunAttempt.Reason.WORKER_LOST
+        started = run.started_at is not None
+        run.attempt += 1
+        run.resumes += 1 if started else 0
+        run.worker_id = worker_id
+        run.released = False
+        run.heartbeat_at = timezone.now()
+        run.save(update_fields=["attempt", "resumes", "worker_id", "released", "heartbeat_at"])
+        RunAttempt.objects.create(run=run, number=run.attempt, worker_id=worker_id, reason=reason)
+    spec = RunSpec(
+        run_id=run.id,
+        thread_id=run.thread_id,
+        message_id=run.message_id,
+        assistant_message_id=run.assistant_message_id,
+        user_id=run.user_id,
+        text=run.message.text,
+        agent=run.agent,
+        attempt=run.attempt,
+    )
+    return Adoption(
+        spec=spec,
+        reason=str(reason),
+        started=started,
+        resumes=run.resumes,
+        cancel_requested=run.cancel_requested,
     )
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
 from chat import metrics
+from chat.connections import WORKER_ID
 from chat.errors import report_exception
 from chat.events import PendingEvent, event_append, event_append_many
 from chat.protocol import encode
@@ -35,6 +37,12 @@ class EventLogError(RuntimeError):
 def thread_group(thread_id: uuid.UUID | str) -> str:
     """Returns the channel-layer group of a thread's sockets."""
     return f"thread.{thread_id}"
+
+
+def worker_group(worker_id: str = WORKER_ID) -> str:
+    """Returns the group of every socket served by one worker process (a draining worker
+    closes them all through it, docs/operations.md)."""
+    return "worker." + re.sub(r"[^A-Za-z0-9_.-]", "-", worker_id)[:90]
 
 
 def token_group(token_id: uuid.UUID | str) -> str:
@@ -121,9 +129,11 @@ class Broadcaster:
         type: str,
         data: dict[str, Any],
         in_transaction: Callable[[], None] | None = None,
+        attempt: int | None = None,
     ) -> dict[str, Any]:
         """Logs one event: batched with other emitters' events, or alone when it carries
-        `in_transaction` (a run status change that must commit with it)."""
+        `in_transaction` (a run status change that must commit with it). `attempt` is the
+        emitter's attempt of the run, checked in the write's transaction (chat.events)."""
         if in_transaction is not None:
             event: dict[str, Any] = await _append_one(
                 thread_id=thread_id,
@@ -131,9 +141,12 @@ class Broadcaster:
                 type=type,
                 data=data,
                 in_transaction=in_transaction,
+                attempt=attempt,
             )
             return event
-        return await self.writer.append(PendingEvent(thread_id, run_id, type, data))
+        return await self.writer.append(
+            PendingEvent(thread_id, run_id, type, data, attempt=attempt)
+        )
 
     @property
     def channel_layer(self) -> Any:
@@ -148,11 +161,13 @@ class Broadcaster:
         type: str,
         data: dict[str, Any],
         in_transaction: Callable[[], None] | None = None,
+        attempt: int | None = None,
     ) -> dict[str, Any]:
         """Appends the event to the log and sends it to the thread's group; returns it.
 
-        A failed log write raises (the run fails loudly). A failed send is logged and
-        counted, and the sockets take the event from the log by gap fill.
+        A failed log write raises (the run fails loudly); a fenced one raises
+        chat.events.RunFencedError. A failed send is logged and counted, and the sockets
+        take the event from the log by gap fill.
         """
         try:
             event = await self._append(
@@ -161,6 +176,7 @@ class Broadcaster:
                 type=type,
                 data=data,
                 in_transaction=in_transaction,
+                attempt=attempt,
             )
         except DatabaseError as exc:
             raise EventLogError(

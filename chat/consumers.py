@@ -18,6 +18,7 @@ from django.db import DatabaseError
 
 from chat import metrics
 from chat.auth import header, principal_from_session_key
+from chat.broadcaster import worker_group
 from chat.closing import ENDINGS, End, flush_quietly, record_ending
 from chat.connections import ConnectionTracker
 from chat.delivery import Delivery
@@ -152,7 +153,7 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
             token_id=admitted.principal.token_id,
             send_text=self._send_text,
             connection_id=self.tracker.id,
-            extra_groups=session_groups(admitted.principal),
+            extra_groups=(*session_groups(admitted.principal), worker_group()),
         )
         await self.delivery.join()
         await self.accept()
@@ -330,6 +331,10 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
         """Forwards what the log holds beyond the last event this socket sent."""
         assert self.delivery is not None
         await self.delivery.check_tail()
+
+    async def server_draining(self, message: dict[str, Any]) -> None:
+        """Closes the socket with 4503: this worker is shutting down (agents/drain.py)."""
+        await self._end(End.CLOSED, unavailable("The server is restarting; reconnect and resume."))
 
     async def token_revoked(self, message: dict[str, Any]) -> None:
         """Closes the socket with 4401: the token that opened it was revoked."""

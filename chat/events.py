@@ -3,8 +3,16 @@
 `event_append` takes the thread's next seq and inserts the event together; on PostgreSQL
 that is one statement (a row lock on the thread orders concurrent emitters across
 processes), on SQLite two statements in one transaction (SQLite serialises writers).
+
+Fencing (docs/operations.md, "Drain and continuation"): an event that carries its run's
+`attempt` is written only if the run is still active at that attempt, checked in the same
+statement that takes the seq. On PostgreSQL the run's row is share-locked by that
+statement, so an adoption (which increments the attempt) waits for the write to commit, or
+the write sees the new attempt and is refused; on SQLite the check runs inside the write
+lock. A refused event fails alone with RunFencedError; the rest of its batch commits.
 """
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -13,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.apps import apps
 from django.db import DatabaseError, connection, transaction
 from django.db.models import TextField
 from django.db.models.functions import Cast
@@ -36,8 +45,38 @@ _INSERT = (
 )
 
 
+_ACTIVE = "('queued', 'running')"
+
+
+@functools.cache
+def _fenced_statements() -> tuple[str, str]:
+    """The PostgreSQL append and the SQLite next-seq statements that also check the run's
+    attempt (the runs table is the agents app's; looked up once, lazily)."""
+    run_table = apps.get_model("agents", "AgentRun")._meta.db_table
+    check = f"SELECT 1 FROM {run_table} WHERE id = %s AND attempt = %s AND status IN {_ACTIVE}"  # noqa: S608
+    pg = (
+        f"WITH r AS ({check} FOR SHARE), "  # noqa: S608
+        f"s AS (UPDATE {_THREAD} SET last_seq = last_seq + 1, last_activity = %s "
+        f"WHERE id = %s AND EXISTS (SELECT 1 FROM r) RETURNING last_seq) "
+        f"INSERT INTO {_EVENT} (thread_id, seq, run_id, type, data, created_at) "
+        f"SELECT %s, s.last_seq, %s, %s, %s, %s FROM s RETURNING seq"
+    )
+    sqlite = (
+        f"UPDATE {_THREAD} SET last_seq = last_seq + 1, last_activity = %s "  # noqa: S608
+        f"WHERE id = %s AND EXISTS ({check}) RETURNING last_seq"
+    )
+    return pg, sqlite
+
+
+_THREAD_EXISTS = f"SELECT 1 FROM {_THREAD} WHERE id = %s"  # noqa: S608
+
+
 class ThreadGoneError(LookupError):
     """The thread of an event does not exist (deleted while a run was going)."""
+
+
+class RunFencedError(RuntimeError):
+    """The run was adopted by another attempt (or has ended): this writer may not write."""
 
 
 def isoformat(moment: datetime) -> str:
@@ -68,6 +107,9 @@ class PendingEvent:
     type: str
     data: dict[str, Any]
     in_transaction: Callable[[], None] | None = None
+    # The writer's attempt of the run: checked in the write's transaction (None: unchecked,
+    # for writers that are no run's emitter, such as tests seeding a log).
+    attempt: int | None = None
 
 
 def event_append(
@@ -77,15 +119,18 @@ def event_append(
     type: str,
     data: dict[str, Any],
     in_transaction: Callable[[], None] | None = None,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
     """Appends one event to the thread's log and returns its envelope (sync; database).
 
     `in_transaction`, if given, runs in the same transaction after the insert (a run's
     status change that must commit together with its event); if it raises, neither commits.
+    With `attempt`, raises RunFencedError (and writes nothing) unless the run is active at
+    that attempt.
     """
     _keep_usable()
     result = _append_in_one_transaction(
-        [PendingEvent(thread_id, run_id, type, data, in_transaction)]
+        [PendingEvent(thread_id, run_id, type, data, in_transaction, attempt)]
     )[0]
     if isinstance(result, Exception):
         raise result
@@ -159,21 +204,9 @@ def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any]
                     results.append(item)
                     continue
                 event, now, (when, thread_param, run_param, data_param) = item
-                if single:
-                    cursor.execute(
-                        _PG_APPEND,
-                        [when, thread_param, thread_param, run_param, event.type, data_param, when],
-                    )
-                    row = cursor.fetchone()
-                else:
-                    cursor.execute(_NEXT_SEQ, [when, thread_param])
-                    row = cursor.fetchone()
-                    if row is not None:
-                        cursor.execute(
-                            _INSERT, [thread_param, row[0], run_param, event.type, data_param, when]
-                        )
+                row = _insert(cursor, event, single, when, thread_param, run_param, data_param)
                 if row is None:
-                    results.append(ThreadGoneError(f"thread {event.thread_id} does not exist"))
+                    results.append(_refusal(cursor, event, thread_param))
                     continue
                 results.append(
                     to_wire(
@@ -197,6 +230,44 @@ def resume_recovered(*, after_seq: int, first_seq: int | None, last_seq: int) ->
     if last_seq <= after_seq:
         return True
     return first_seq == after_seq + 1
+
+
+def _insert(
+    cursor: Any,
+    event: PendingEvent,
+    single: bool,
+    when: Any,
+    thread_param: Any,
+    run_param: Any,
+    data_param: Any,
+) -> Any:
+    """Takes the next seq and inserts the event (checking the attempt if it has one);
+    returns the row with its seq, or None when the thread is gone or the run fenced."""
+    tail = [thread_param, run_param, event.type, data_param, when]
+    fence = [run_param, event.attempt] if event.attempt is not None else []
+    if single:
+        statement = _PG_APPEND if event.attempt is None else _fenced_statements()[0]
+        cursor.execute(statement, [*fence, when, thread_param, *tail])
+        return cursor.fetchone()
+    statement = _NEXT_SEQ if event.attempt is None else _fenced_statements()[1]
+    cursor.execute(statement, [when, thread_param, *fence])
+    row = cursor.fetchone()
+    if row is not None:
+        cursor.execute(_INSERT, [thread_param, row[0], *tail[1:]])
+    return row
+
+
+def _refusal(cursor: Any, event: PendingEvent, thread_param: Any) -> Exception:
+    """Why an event got no seq: its thread is gone, or (the thread being there) its run
+    is no longer active at the event's attempt."""
+    if event.attempt is not None:
+        cursor.execute(_THREAD_EXISTS, [thread_param])
+        if cursor.fetchone() is not None:
+            return RunFencedError(
+                f"run {event.run_id} is no longer active at attempt {event.attempt}; "
+                f"{event.type} refused"
+            )
+    return ThreadGoneError(f"thread {event.thread_id} does not exist")
 
 
 def events_after(

@@ -43,6 +43,15 @@ EVENT_GAPS_FILLED = Counter(
     "Events a socket took from the log because the layer lost them.",
 )
 RUNS_TOTAL = Counter("netra_runs", "Finished agent runs by status.", ["status"])
+RUNS_RESUMED = Counter(
+    "netra_runs_resumed",
+    "Runs this worker took over and continued, by why their worker was gone.",
+    ["reason"],
+)
+RUNS_FENCED = Counter(
+    "netra_runs_fenced",
+    "Runs this worker stopped because another worker had taken them over.",
+)
 RUNS_ACTIVE = Gauge("netra_runs_active", "Agent runs executing now.", multiprocess_mode="livesum")
 TOOL_CALLS = Counter("netra_tool_calls", "Tool calls by tool and status.", ["tool", "status"])
 UNPAIRED_TOOL_CALLS = Gauge(
@@ -79,3 +88,5 @@ for _status in ("completed", "failed", "cancelled"):
     RUNS_TOTAL.labels(status=_status)
 for _kind in ("events", "runs", "connections"):
     PRUNED.labels(kind=_kind)
+for _reason in ("shutdown", "worker_lost"):
+    RUNS_RESUMED.labels(reason=_reason)

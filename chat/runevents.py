@@ -52,6 +52,16 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class FinishedCall:
+    """A tool call closed by its tool_completed: `status`, and `result` or `error`."""
+
+    call: ToolCall
+    status: str
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Approval:
     """An approval_requested not yet answered by its approval_resolved."""
 
@@ -76,6 +86,10 @@ class RunState:
     thought: bool = False
     text_parts: list[str] = field(default_factory=list)
     open_calls: dict[str, ToolCall] = field(default_factory=dict)
+    # The calls completed so far, in the order they completed (a continued run reuses them).
+    finished_calls: list[FinishedCall] = field(default_factory=list)
+    # How many times the run was continued by another worker (agent_thinking{resumed}).
+    resumes: int = 0
     pending_approvals: dict[str, Approval] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     final: dict[str, Any] | None = None
@@ -115,6 +129,8 @@ def apply_event(state: RunState, event: Mapping[str, Any]) -> None:
     kind = event.get("type")
     data: Mapping[str, Any] = event.get("data") or {}
     state.count += 1
+    if state.completed:
+        state.anomalies.append(f"{kind} after agent_completed")
     if event.get("seq") is not None:
         state.last_seq = int(event["seq"])
     handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
@@ -129,6 +145,10 @@ def _started(state: RunState, event: Mapping[str, Any], data: Mapping[str, Any])
 
 
 def _thinking(state: RunState, event: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    if data.get("resumed") is True:
+        state.resumes += 1
+        if not state.started:
+            state.anomalies.append("a resumed agent_thinking before agent_started")
     state.thought = True
     state.step = max(state.step, int(data.get("step", 0)))
 
@@ -150,8 +170,18 @@ def _tool_executing(state: RunState, event: Mapping[str, Any], data: Mapping[str
 
 def _tool_completed(state: RunState, event: Mapping[str, Any], data: Mapping[str, Any]) -> None:
     call_id = str(data.get("tool_call_id"))
-    if state.open_calls.pop(call_id, None) is None:
+    call = state.open_calls.pop(call_id, None)
+    if call is None:
         state.anomalies.append(f"tool_completed without tool_executing: {call_id}")
+    else:
+        state.finished_calls.append(
+            FinishedCall(
+                call=call,
+                status=str(data.get("status")),
+                result=data.get("result"),
+                error=data.get("error"),
+            )
+        )
     if any(approval.tool_call_id == call_id for approval in state.pending_approvals.values()):
         state.anomalies.append(f"tool_completed of {call_id} before its approval_resolved")
 

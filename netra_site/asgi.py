@@ -1,6 +1,9 @@
 """ASGI entry point: HTTP through Django, WebSockets through the chat routing."""
 
+import asyncio
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from django.core.asgi import get_asgi_application
@@ -29,6 +32,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.exceptions import SuspiciousFileOperation  # noqa: E402
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse  # noqa: E402
 
+from agents import drain  # noqa: E402
 from chat.ports import agent_service  # noqa: E402
 from chat.routing import websocket_application  # noqa: E402
 
@@ -46,10 +50,51 @@ class StaticFiles(ASGIStaticFilesHandler):
         return response
 
 
+SERVERS = ("daphne", "uvicorn")
+
+
+def served_by_a_server() -> bool:
+    """True in a daphne or uvicorn process (not in a test process that imports the app)."""
+    program = Path(sys.argv[0] if sys.argv else "")
+    return program.name in SERVERS or (
+        program.name == "__main__.py" and program.parent.name in SERVERS
+    )
+
+
+def start_process() -> None:
+    """On the server's running event loop: starts the background loops (unless
+    BACKGROUND_TASKS is off) and, in a server process, installs the drain on SIGTERM and
+    SIGINT (agents/drain.py)."""
+    service = agent_service()
+    if service is None:
+        return
+    service.ensure_background()
+    if settings.BACKGROUND_TASKS and served_by_a_server():
+        drain.install(service)
+
+
+def schedule_start() -> None:
+    """Runs start_process as soon as the server's loop runs, without waiting for a request:
+    a restarted process continues released runs at once. uvicorn imports the application
+    on its running loop, after installing its signal handlers; daphne imports it before
+    Twisted's reactor runs and installs its handlers, so there it waits for the reactor."""
+    if not served_by_a_server():
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        loop.call_soon(start_process)
+    elif "twisted.internet.reactor" in sys.modules:
+        from twisted.internet import reactor
+
+        reactor.callWhenRunning(reactor.callLater, 0, start_process)
+
+
 class StartBackgroundTasks:
-    """Starts the process's background loops (unless BACKGROUND_TASKS is off) on the
-    server's event loop with its first request (daphne has no lifespan events to start
-    them earlier)."""
+    """Makes sure the process is started (start_process) with any request too: the one
+    path every server goes through, whatever happened at import."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -57,9 +102,7 @@ class StartBackgroundTasks:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         """Ensures the loops run, then hands the connection on."""
         if scope["type"] in ("http", "websocket"):
-            service = agent_service()
-            if service is not None:
-                service.ensure_background()
+            start_process()
         return await self.app(scope, receive, send)
 
 
@@ -73,3 +116,5 @@ application = StartBackgroundTasks(
         }
     )
 )
+
+schedule_start()

@@ -195,6 +195,11 @@ PROCESS_STALE_AFTER = env.float("PROCESS_STALE_AFTER", default=30.0)
 RUN_STALE_AFTER = env.float("RUN_STALE_AFTER", default=30.0)
 RUN_HEARTBEAT_INTERVAL = env.float("RUN_HEARTBEAT_INTERVAL", default=2.0)
 RUN_REAPER_INTERVAL = env.float("RUN_REAPER_INTERVAL", default=5.0)
+# On SIGTERM/SIGINT a worker lets its runs finish for this long, then releases the rest to
+# other workers (docs/operations.md); the process manager's stop timeout must be longer.
+SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=20.0)
+# A run is continued after its worker was gone at most this many times, then worker_lost.
+RUN_MAX_RESUMES = env.int("RUN_MAX_RESUMES", default=3)
 AGENT_STREAM_DELAY = env.float("AGENT_STREAM_DELAY", default=0.03)
 AGENT_STREAM_CHUNK = env.int("AGENT_STREAM_CHUNK", default=24)
 EVENT_API_MAX_LIMIT = 5000

@@ -60,6 +60,7 @@ class Socket:
         self.closed = asyncio.Event()
         self.close_code = None
         start = len(self.frames)
+        self.ws = None  # a failed connect must not leave the previous socket looking open
         self.ws = await websockets.connect(
             url,
             additional_headers={"Authorization": f"Bearer {self.token}"},

@@ -162,11 +162,12 @@ async def test_redis_restart_mid_stream_loses_and_doubles_nothing(
         redis.stop()
 
 
-async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere(
+async def test_killed_worker_run_is_continued_elsewhere_and_resumed_there(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """kill -9 of the worker executing a run: the survivor's reaper ends the run with
-    agent_error{worker_lost} within RUN_STALE_AFTER, and a client resuming there gets it all."""
+    """kill -9 of the worker executing a run: the survivor adopts the run within
+    RUN_STALE_AFTER and continues it (agent_thinking{resumed: true}; the interrupted call
+    completes with `interrupted`), and a client resuming there gets it all."""
     require_redis()
     require_postgres()
     with (
@@ -180,17 +181,21 @@ async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere(
         watcher = Socket(survivor, thread_id, token=token)
         await client.ensure_open()
         await watcher.ensure_open()
-        ack = await client.ask("wait 20 seconds")
+        ack = await client.ask("wait 2 seconds")
         await client.wait_for(lambda f: f.get("type") == "tool_executing")
         seen_before = len(client.events)
         victim.stop(signal.SIGKILL)
         killed_at = time.monotonic()
-        done = await watcher.wait_for(completed_run(ack["run_id"]), timeout=30)
-        closed_after = time.monotonic() - killed_at
-        # The heartbeat was at most one interval old at the kill; the reaper sweeps every
+        await watcher.wait_for(
+            lambda f: f.get("type") == "agent_thinking" and f["data"].get("resumed") is True,
+            timeout=30,
+        )
+        continued_after = time.monotonic() - killed_at
+        # The heartbeat was at most one interval old at the kill; the sweep runs every
         # RUN_REAPER_INTERVAL; both are 0.5 s here. The rest is slack for a loaded machine.
-        assert closed_after <= RUN_STALE_AFTER + 0.5 + 0.5 + 3.0, closed_after
-        assert done["data"]["status"] == "failed"
+        assert continued_after <= RUN_STALE_AFTER + 0.5 + 0.5 + 3.0, continued_after
+        done = await watcher.wait_for(completed_run(ack["run_id"]), timeout=30)
+        assert done["data"]["status"] == "completed"
         # The client comes back on the survivor, after the last seq it saw.
         resumed_after = client.last_seq
         client.server = survivor
@@ -198,17 +203,17 @@ async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere(
         await client.wait_for(completed_run(ack["run_id"]))
         logged = cluster.logged_events(thread_id)
         assert_exact([client, watcher], logged)
-        types = [e["type"] for e in logged]
-        assert types[-3:] == ["tool_completed", "agent_error", "agent_completed"]
-        error = logged[-2]["data"]
-        assert (error["code"], error["retryable"]) == ("worker_lost", True)
-        assert logged[-3]["data"]["status"] == "error"
+        interrupted = next(e for e in logged if e["type"] == "tool_executing")
+        call_id = interrupted["data"]["tool_call_id"]
+        pair = [e for e in logged if e["data"].get("tool_call_id") == call_id]
+        assert [e["type"] for e in pair] == ["tool_executing", "tool_completed"]
+        assert pair[1]["data"]["error"]["code"] == "interrupted"
         run = query(
             database_url,
-            "SELECT status, error_code FROM agents_agentrun WHERE id = %s",
+            "SELECT status, error_code, attempt FROM agents_agentrun WHERE id = %s",
             uuid.UUID(ack["run_id"]),
         )
-        assert run == [("failed", "worker_lost")]
+        assert run == [("completed", "", 2)]
         # The dead worker's socket is closed out in the state log by the survivor.
         old_connection = uuid.UUID(client.frames[0]["connection_id"])
         reason = await poll_closed(database_url, old_connection, timeout=15)
@@ -222,7 +227,7 @@ async def test_killed_worker_run_is_closed_by_the_reaper_and_resumed_elsewhere(
             resumed_after_seq=resumed_after,
             lost=0,
             doubled=0,
-            run_closed_after_s=round(closed_after, 2),
+            run_continued_after_s=round(continued_after, 2),
             run_stale_after_s=RUN_STALE_AFTER,
         )
 

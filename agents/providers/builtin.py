@@ -9,6 +9,7 @@ from django.conf import settings
 from agents.dispatcher import ToolDispatcher, ToolOutcome
 from agents.emitter import RunEmitter
 from agents.providers.base import RunInput
+from chat.runevents import EventType, fold_run
 
 _NUMBER = r"\d+(?:\.\d+)?"
 _OPERAND = rf"\(*\s*[-+]?\s*{_NUMBER}\s*\)*"
@@ -77,16 +78,66 @@ CAPABILITIES = (
 )
 
 
+class Replay:
+    """What a continued run already did, read from its journal: the thinking texts logged,
+    the tool calls completed (reused in order instead of called again; an interrupted one
+    is called again) and the answer text streamed so far."""
+
+    def __init__(self, journal: list[dict[str, Any]]) -> None:
+        state = fold_run(journal)
+        self.thoughts = {
+            str(e["data"].get("text")) for e in journal if e["type"] == EventType.AGENT_THINKING
+        }
+        self.calls = [
+            ToolOutcome(
+                finished.call.tool_call_id,
+                finished.call.tool,
+                finished.status,
+                args=finished.call.args,
+                result=finished.result,
+                error=finished.error,
+            )
+            for finished in state.finished_calls
+            if (finished.error or {}).get("code") != "interrupted"
+        ]
+        self.text = state.text
+
+    async def think(self, emitter: RunEmitter, text: str) -> None:
+        """Emits a thought unless the journal has it already."""
+        if text not in self.thoughts:
+            await emitter.thinking(text)
+
+    async def call(
+        self, emitter: RunEmitter, dispatcher: ToolDispatcher, tool: str, args: dict[str, Any]
+    ) -> ToolOutcome:
+        """Returns the next completed call's outcome if it is this call, else calls it."""
+        if self.calls and (self.calls[0].tool, self.calls[0].args) == (tool, args):
+            return self.calls.pop(0)
+        self.calls = []  # the plan left the journal's path: nothing further is reused
+        return await dispatcher.call(emitter, tool, args)
+
+    async def answer(self, emitter: RunEmitter, answer: str) -> None:
+        """Streams what the journal's answer text lacks of `answer` (invariant 5: the text
+        is never repeated)."""
+        if answer.startswith(self.text):
+            await stream(emitter, answer[len(self.text) :])
+
+
 class BuiltinAgent:
-    """Calls the calculator once per expression, the clock for date and time questions."""
+    """Calls the calculator once per expression, the clock for date and time questions.
+
+    It continues a run from its journal: its plan is a function of the text, so it
+    replays the plan, reusing the completed calls and streaming only the missing text."""
 
     name = "builtin"
+    can_continue = True
 
     async def run(
         self, run_input: RunInput, emitter: RunEmitter, dispatcher: ToolDispatcher
     ) -> None:
         """Answers from the tools it calls; says what it can do when it has no tool for it."""
         text = run_input.text
+        replay = Replay(run_input.journal)
         expressions = find_expressions(text)
         wants_clock = bool(CLOCK_WORDS.search(text))
         wait = WAIT_WORDS.search(text)
@@ -100,26 +151,27 @@ class BuiltinAgent:
         if wants_clock:
             plan.append("read the clock")
         if not plan:
-            await emitter.thinking("No tool of mine fits this request.")
-            await stream(emitter, CAPABILITIES)
+            await replay.think(emitter, "No tool of mine fits this request.")
+            await replay.answer(emitter, CAPABILITIES)
             return
-        await emitter.thinking("I will " + ", then ".join(plan) + ".")
+        await replay.think(emitter, "I will " + ", then ".join(plan) + ".")
         outcomes: list[ToolOutcome] = []
         if wait:
             outcomes.append(
-                await dispatcher.call(emitter, "wait", {"seconds": float(wait.group(1))})
+                await replay.call(emitter, dispatcher, "wait", {"seconds": float(wait.group(1))})
             )
         for expression in expressions:
             outcomes.append(
-                await dispatcher.call(emitter, "calculator", {"expression": expression})
+                await replay.call(emitter, dispatcher, "calculator", {"expression": expression})
             )
         if wants_clock:
-            outcomes.append(await dispatcher.call(emitter, "clock", {}))
+            outcomes.append(await replay.call(emitter, dispatcher, "clock", {}))
         failures = sum(1 for outcome in outcomes if not outcome.ok)
-        await emitter.thinking(
-            "Writing the answer" + (f"; {failures} tool call(s) failed." if failures else ".")
+        await replay.think(
+            emitter,
+            "Writing the answer" + (f"; {failures} tool call(s) failed." if failures else "."),
         )
-        await stream(emitter, compose_answer(outcomes))
+        await replay.answer(emitter, compose_answer(outcomes))
 
 
 async def stream(emitter: RunEmitter, answer: str) -> None:

@@ -33,6 +33,7 @@ from agents.providers.openai_compat.messages import (
     assistant_tool_turn,
     build_messages,
     decode_arguments,
+    rebuild_from_journal,
     tool_message,
 )
 from agents.providers.openai_compat.stream import (
@@ -50,6 +51,8 @@ class OpenAICompatAgent:
     """Answers through an OpenAI-compatible chat-completions server, with tool calling."""
 
     name = "openai"
+    # It continues a run from its journal (messages.rebuild_from_journal).
+    can_continue = True
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -96,10 +99,14 @@ class OpenAICompatAgent:
             budget=config.history_chars,
             tokens=budget,
         )
-        call_ids: set[str] = set()
-        await emitter.thinking(f"Asking the model ({config.model}).")
+        # A continued run goes on from its journal: the conversation so far, then the rest.
+        rebuilt = rebuild_from_journal(run_input.journal)
+        messages += rebuilt.turns
+        call_ids = set(rebuilt.call_ids)
+        if not run_input.journal:
+            await emitter.thinking(f"Asking the model ({config.model}).")
         async with self.client() as client:
-            for step in range(1, config.max_steps + 1):
+            for step in range(rebuilt.steps + 1, config.max_steps + 1):
                 request = ModelRequest(
                     messages,
                     tools,

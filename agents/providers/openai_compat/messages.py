@@ -3,11 +3,13 @@ carry outcomes back, and the decoding of the model's tool arguments."""
 
 import json
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from agents.dispatcher import ToolOutcome
 from agents.providers.openai_compat.context import message_tokens
 from agents.providers.openai_compat.stream import AssembledCall
+from chat.runevents import EventType, FinishedCall, fold_run
 
 
 def build_messages(
@@ -124,3 +126,81 @@ def decode_arguments(raw: str) -> tuple[Any, str | None]:
         return raw, f"The arguments are not valid JSON ({exc.msg} at character {exc.pos})."
     except NonFiniteNumberError as exc:
         return raw, f"The arguments are not valid JSON ({exc.text} is not a JSON number)."
+
+
+CONTINUE_PROMPT = (
+    "Your previous answer was interrupted after the text above. Continue it from exactly "
+    "where it stopped, without repeating any of it."
+)
+
+
+@dataclass
+class Rebuilt:
+    """A continued run's conversation so far, rebuilt from its journal: the turns to
+    append after the user's text, the model steps already taken and the call ids used."""
+
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    call_ids: set[str] = field(default_factory=set)
+
+
+def rebuild_from_journal(journal: list[dict[str, Any]]) -> Rebuilt:
+    """Rebuilds the conversation of a continued run: one assistant tool-call turn per model
+    step that called tools (the text it streamed before them, its calls) with one tool
+    message per call's outcome; then the answer text streamed since, if any, as an
+    assistant turn followed by the request to continue it. Outcomes come from the fold
+    (a call still open counts as interrupted; the runtime completes open calls first)."""
+    outcomes = {f.call.tool_call_id: f for f in fold_run(journal).finished_calls}
+    rebuilt = Rebuilt()
+    text, calls = "", cast(list[dict[str, Any]], [])
+
+    def close_step() -> None:
+        nonlocal text, calls
+        rebuilt.steps += 1
+        assembled: list[tuple[str, AssembledCall, str | None]] = [
+            (
+                str(d["tool_call_id"]),
+                AssembledCall(
+                    index=i,
+                    id=str(d["tool_call_id"]),
+                    name=str(d.get("tool")),
+                    arguments=json.dumps(d.get("args"), ensure_ascii=False),
+                ),
+                None,
+            )
+            for i, d in enumerate(calls)
+        ]
+        rebuilt.turns.append(assistant_tool_turn(text, assembled))
+        for call_id, call, _ in assembled:
+            rebuilt.call_ids.add(call_id)
+            rebuilt.turns.append(tool_message(call_id, _journal_outcome(call, outcomes)))
+        text, calls = "", []
+
+    for event in journal:
+        kind = event["type"]
+        if kind == EventType.TOOL_EXECUTING:
+            calls.append(event["data"])
+        elif calls and kind in (EventType.PARTIAL_RESULT, EventType.AGENT_THINKING):
+            close_step()
+        if kind == EventType.PARTIAL_RESULT:
+            text += str(event["data"].get("text", ""))
+    if calls:
+        close_step()
+    if text:
+        rebuilt.turns.append({"role": "assistant", "content": text})
+        rebuilt.turns.append({"role": "user", "content": CONTINUE_PROMPT})
+    return rebuilt
+
+
+def _journal_outcome(call: AssembledCall, outcomes: dict[str, FinishedCall]) -> ToolOutcome:
+    finished = outcomes.get(call.id)
+    if finished is None:
+        return ToolOutcome(
+            call.id,
+            call.name,
+            "error",
+            error={"code": "interrupted", "message": "The call was interrupted."},
+        )
+    return ToolOutcome(
+        call.id, call.name, finished.status, result=finished.result, error=finished.error
+    )

@@ -155,7 +155,10 @@ class Command(BaseCommand):
             worker.restart_at = now + worker.delay
             worker.delay = min(worker.delay * 2, RESTART_DELAY_MAX)
 
-    def _stop_all(self, workers: list[Worker], grace: float = 10.0) -> None:
+    def _stop_all(self, workers: list[Worker]) -> None:
+        """SIGTERM to every worker: each drains (agents/drain.py) for up to
+        SHUTDOWN_GRACE_SECONDS; one still running 10 s after that is killed."""
+        grace = settings.SHUTDOWN_GRACE_SECONDS + 10.0
         live = [w.proc for w in workers if w.proc is not None and w.proc.poll() is None]
         for proc in live:
             proc.send_signal(signal.SIGTERM)
