@@ -17,8 +17,9 @@ from django.db import DatabaseError
 from agents import selectors, services
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
-from agents.errors import AgentFailure
-from agents.providers.base import Agent, RunInput
+from agents.errors import AgentFailure, agent_unavailable
+from agents.providers.base import RunInput
+from agents.registry import AgentRegistry
 from agents.services import RunOwnershipLostError, RunSpec
 from chat import housekeeping, metrics
 from chat.broadcaster import Broadcaster, EventLogError
@@ -144,13 +145,18 @@ class AgentService:
     """Runs agents for user messages; reached by the chat layer through the app registry."""
 
     broadcaster: Broadcaster
-    agent: Agent
+    agents: AgentRegistry
     dispatcher: ToolDispatcher
     worker_id: str = WORKER_ID
     runs: dict[uuid.UUID, RunHandle] = field(default_factory=dict)
     _background: asyncio.Task[None] | None = None
     _background_loop: asyncio.AbstractEventLoop | None = None
     _idle: asyncio.Event | None = None
+
+    @property
+    def agent_names(self) -> list[str]:
+        """The names of the agents a thread may choose."""
+        return self.agents.names
 
     # --- commands -------------------------------------------------------------------------
 
@@ -172,7 +178,6 @@ class AgentService:
             user=user,
             text=text,
             client_msg_id=client_msg_id,
-            agent=self.agent.name,
             worker_id=self.worker_id,
             probe=probe,
         )
@@ -239,11 +244,14 @@ class AgentService:
             handle.started = True
             if handle.cancel_requested:
                 raise asyncio.CancelledError
+            agent = self.agents.get(spec.agent)
+            if agent is None:
+                raise agent_unavailable(spec.agent)
             history = await database_sync_to_async(selectors.run_history)(spec=spec)
-            async with self.dispatcher.run_scope(emitter, user_id=spec.user_id):
-                await self.agent.run(
-                    RunInput(text=spec.text, history=history), emitter, self.dispatcher
-                )
+            async with self.dispatcher.run_scope(
+                emitter, user_id=spec.user_id, tools=getattr(agent, "tools", None)
+            ) as tools:
+                await agent.run(RunInput(text=spec.text, history=history), emitter, tools)
             status = "completed"
         except asyncio.CancelledError:
             if handle.lost:

@@ -57,11 +57,11 @@ def run_create(
     user: Any,
     text: str,
     client_msg_id: str,
-    agent: str,
     worker_id: str,
     probe: bool = False,
 ) -> tuple[SubmitResult, RunSpec | None]:
-    """Records a user message and its queued run; idempotent on (thread, client_msg_id).
+    """Records a user message and its queued run, answered by the thread's agent;
+    idempotent on (thread, client_msg_id).
 
     Returns the answer and, for a new run, what executing it needs. Raises
     `thread_not_found` and `run_in_progress`. Concurrent submits are settled by the
@@ -82,7 +82,7 @@ def run_create(
                 thread=thread, role=Message.Role.USER, text=text, client_msg_id=client_msg_id
             )
             run = AgentRun.objects.create(
-                thread=thread, user=user, message=message, agent=agent, worker_id=worker_id
+                thread=thread, user=user, message=message, agent=thread.agent, worker_id=worker_id
             )
             Message.objects.filter(pk=message.pk).update(run_id=run.id)
     except IntegrityError as exc:
@@ -97,7 +97,7 @@ def run_create(
         assistant_message_id=run.assistant_message_id,
         user_id=user.pk,
         text=text,
-        agent=agent,
+        agent=thread.agent,
     )
     return SubmitResult(message_id=message.id, run_id=run.id, duplicate=False), spec
 

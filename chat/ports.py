@@ -34,6 +34,10 @@ class AgentServicePort(Protocol):
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
         """Asks an active run of the user's to stop."""
 
+    @property
+    def agent_names(self) -> list[str]:
+        """The names of the agents a thread may choose (NETRA_AGENTS and the built-ins)."""
+
     def ensure_background(self) -> None:
         """Starts the process's heartbeat and reaper tasks if they are not running."""
 
@@ -46,3 +50,9 @@ def agent_service() -> AgentServicePort | None:
         return None
     service: AgentServicePort | None = getattr(config, "service", None)
     return service
+
+
+def configured_agents() -> list[str]:
+    """Returns the names of the agents a thread may choose (none without the service)."""
+    service = agent_service()
+    return [] if service is None else service.agent_names

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 
-from agents.dispatcher import ToolDispatcher, ToolOutcome
+from agents.dispatcher import RunTools, ToolOutcome
 from agents.emitter import RunEmitter
 from agents.providers.base import RunInput
 
@@ -81,10 +81,10 @@ class BuiltinAgent:
     """Calls the calculator once per expression, the clock for date and time questions."""
 
     name = "builtin"
+    description = "The offline agent: arithmetic, the date and time, waiting a few seconds."
+    tools: tuple[str, ...] | None = ("calculator", "clock", "wait")
 
-    async def run(
-        self, run_input: RunInput, emitter: RunEmitter, dispatcher: ToolDispatcher
-    ) -> None:
+    async def run(self, run_input: RunInput, emitter: RunEmitter, tools: RunTools) -> None:
         """Answers from the tools it calls; says what it can do when it has no tool for it."""
         text = run_input.text
         expressions = find_expressions(text)
@@ -106,15 +106,11 @@ class BuiltinAgent:
         await emitter.thinking("I will " + ", then ".join(plan) + ".")
         outcomes: list[ToolOutcome] = []
         if wait:
-            outcomes.append(
-                await dispatcher.call(emitter, "wait", {"seconds": float(wait.group(1))})
-            )
+            outcomes.append(await tools.call("wait", {"seconds": float(wait.group(1))}))
         for expression in expressions:
-            outcomes.append(
-                await dispatcher.call(emitter, "calculator", {"expression": expression})
-            )
+            outcomes.append(await tools.call("calculator", {"expression": expression}))
         if wants_clock:
-            outcomes.append(await dispatcher.call(emitter, "clock", {}))
+            outcomes.append(await tools.call("clock", {}))
         failures = sum(1 for outcome in outcomes if not outcome.ok)
         await emitter.thinking(
             "Writing the answer" + (f"; {failures} tool call(s) failed." if failures else ".")

@@ -62,6 +62,7 @@ class ProviderConfig:
     context_tokens: int = 8192
     max_output_tokens: int = 0  # 0: not sent, the server's own limit applies
     tool_choice: str = "auto"
+    temperature: float | None = None  # None: not sent, the server's default applies
     flush_chars: int = 64
     flush_interval: float = 0.05
 
