@@ -8,14 +8,17 @@ from django.core.checks import CheckMessage, Error
 
 
 def check_llm_provider(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Checks AGENT_PROVIDER and, for openai, the model, the base URL and the bounds."""
-    from agents.registry import AGENTS
+    """Checks AGENT_PROVIDER (a built-in agent or a NETRA_AGENTS name) and, for openai,
+    the model, the base URL and the bounds."""
+    from agents.registry import BUILTIN_AGENTS
 
     provider = settings.AGENT_PROVIDER
-    if provider not in AGENTS.names:
+    entries = settings.NETRA_AGENTS if isinstance(settings.NETRA_AGENTS, dict) else {}
+    known = list(dict.fromkeys([*BUILTIN_AGENTS, *entries]))
+    if provider not in known:
         return [
             Error(
-                f"AGENT_PROVIDER is {provider!r}; it must be one of {', '.join(AGENTS.names)}.",
+                f"AGENT_PROVIDER is {provider!r}; it must be one of {', '.join(known)}.",
                 hint="Leave it unset for the built-in agent; see docs/providers.md.",
                 id="netra.E101",
             )
