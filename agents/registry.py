@@ -106,6 +106,11 @@ class AgentRegistry:
 
     def _build(self, name: str, path: str) -> Agent | None:
         culprit = f"NETRA_AGENTS[{name!r}]"
+        if not path:
+            self.problems.append(
+                AgentProblem("import", culprit, f"The agent {name!r} has no class path.")
+            )
+            return None
         try:
             cls = import_class(path)
         except Exception as exc:  # any import failure is a check error, not a crash
