@@ -7,6 +7,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -168,3 +169,11 @@ async def test_the_carrier_being_unreachable_is_carrier_unavailable(
     assert_run_invariants(events)
     (done,) = [e["data"] for e in events if e["type"] == "tool_completed"]
     assert done["error"]["code"] == "carrier_unavailable"
+
+
+def test_the_document_shows_the_example_as_it_is() -> None:
+    root = Path(__file__).resolve().parent.parent
+    document = (root / "docs" / "extending.md").read_text()
+    shown = document.split("<!-- begin agents/examples/support.py -->\n```python\n")[1]
+    shown = shown.split("```\n<!-- end agents/examples/support.py -->")[0]
+    assert shown == (root / "agents" / "examples" / "support.py").read_text()
