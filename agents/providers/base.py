@@ -29,8 +29,14 @@ class Agent(Protocol):
     """
 
     name: str
-    description: str
-    tools: Sequence[str] | None
+
+    @property
+    def description(self) -> str:
+        """What the agent is for, shown to users choosing one (a class attribute)."""
+
+    @property
+    def tools(self) -> Sequence[str] | None:
+        """The tool names it may call; None: every registered tool (a class attribute)."""
 
     async def run(self, run_input: RunInput, emitter: RunEmitter, tools: RunTools) -> None:
         """Thinks, calls tools and streams the answer; raises AgentFailure on failure."""
