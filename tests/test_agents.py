@@ -191,3 +191,24 @@ def test_protocol_gaps_name_what_is_missing(name: str, gap: str) -> None:
 
 def test_a_good_agent_class_has_no_gaps() -> None:
     assert protocol_gaps(EchoAgent) == []
+
+
+def test_threads_existing_before_the_migration_get_the_default_agent(
+    user: Any, settings: Any
+) -> None:
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("chat", "0002_server_process")], [("chat", "0003_thread_agent")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old_thread = executor.loader.project_state(before).apps.get_model("chat", "Thread")
+    old_id = old_thread.objects.create(owner_id=user.pk, title="from before").pk
+    settings.NETRA_DEFAULT_AGENT = "echo"
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(after)
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert Thread.objects.get(pk=old_id).agent == "echo"
