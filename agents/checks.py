@@ -8,14 +8,17 @@ from django.core.checks import CheckMessage, Error
 
 
 def check_llm_provider(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Checks AGENT_PROVIDER and, for openai, the model, the base URL and the bounds."""
-    from agents.providers import PROVIDERS
+    """Checks AGENT_PROVIDER (a built-in agent or a NETRA_AGENTS name) and, for openai,
+    the model, the base URL and the bounds."""
+    from agents.registry import BUILTIN_AGENTS
 
     provider = settings.AGENT_PROVIDER
-    if provider not in PROVIDERS:
+    entries = settings.NETRA_AGENTS if isinstance(settings.NETRA_AGENTS, dict) else {}
+    known = list(dict.fromkeys([*BUILTIN_AGENTS, *entries]))
+    if provider not in known:
         return [
             Error(
-                f"AGENT_PROVIDER is {provider!r}; it must be one of {', '.join(PROVIDERS)}.",
+                f"AGENT_PROVIDER is {provider!r}; it must be one of {', '.join(known)}.",
                 hint="Leave it unset for the built-in agent; see docs/providers.md.",
                 id="netra.E101",
             )
@@ -60,3 +63,63 @@ def check_tools(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         )
         for problem in REGISTRY.problems
     ]
+
+
+AGENT_CHECK_IDS = {
+    "import": "netra.E130",
+    "protocol": "netra.E131",
+    "build": "netra.E132",
+    "tools": "netra.E133",
+    "default": "netra.E134",
+    "setting": "netra.E135",
+}
+AGENT_HINTS = {
+    "import": "NETRA_AGENTS maps names to dotted class paths (name=package.module.Class).",
+    "protocol": "An agent class has name, description, optional tools and "
+    "async def run(self, run_input, emitter, tools); see docs/extending.md.",
+    "build": "Agents are built once at start-up with no arguments.",
+    "tools": "List tools that NETRA_TOOLS registers (or the built-in ones) in its tools.",
+    "default": "Set NETRA_DEFAULT_AGENT (or AGENT_PROVIDER) to a NETRA_AGENTS name.",
+    "setting": "NETRA_AGENTS maps names to dotted class paths (name=package.module.Class).",
+}
+
+
+def check_agents(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Checks NETRA_AGENTS and NETRA_DEFAULT_AGENT: every entry imports, is an agent class,
+    builds, names registered tools; the default is configured; the model settings of each
+    OpenAI-compatible agent (check_llm_provider covers `openai` under AGENT_PROVIDER)."""
+    from agents.providers.openai_compat import OpenAICompatAgent
+    from agents.registry import AGENTS, AgentProblem
+
+    if not isinstance(settings.NETRA_AGENTS, dict):
+        return [
+            Error(
+                f"NETRA_AGENTS is {settings.NETRA_AGENTS!r}; it must map names to class paths.",
+                hint=AGENT_HINTS["setting"],
+                id=AGENT_CHECK_IDS["setting"],
+            )
+        ]
+    problems: list[AgentProblem] = list(AGENTS.problems)
+    default = AGENTS.default_problem()
+    # An unknown AGENT_PROVIDER that is also the default is reported once, as E101.
+    if default is not None and AGENTS.default != settings.AGENT_PROVIDER:
+        problems.append(default)
+    messages: list[CheckMessage] = [
+        Error(
+            problem.message,
+            hint=AGENT_HINTS[problem.kind],
+            obj=problem.culprit,
+            id=AGENT_CHECK_IDS[problem.kind],
+        )
+        for problem in problems
+    ]
+    for name, agent in AGENTS.agents.items():
+        if not isinstance(agent, OpenAICompatAgent):
+            continue
+        if name == "openai" and settings.AGENT_PROVIDER == "openai":
+            continue
+        messages += [
+            Error(problem.message, hint=problem.hint, obj=f"NETRA_AGENTS[{name!r}]", id=problem.id)
+            for problem in agent.config.problems()
+        ]
+    return messages

@@ -8,6 +8,7 @@ __all__ = [
     "AgentFailure",
     "ToolCrashedError",
     "ToolError",
+    "agent_unavailable",
     "run_in_progress",
     "run_not_active",
     "run_not_found",
@@ -39,3 +40,13 @@ class AgentFailure(Exception):
         self.code = code
         self.message = message
         self.retryable = retryable
+
+
+def agent_unavailable(name: str) -> AgentFailure:
+    """The failure of a run whose thread's agent is no longer configured on this server."""
+    return AgentFailure(
+        "agent_unavailable",
+        f"The agent {name!r} of this thread is not configured on this server; "
+        "start a new thread with another agent.",
+        retryable=False,
+    )

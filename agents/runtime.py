@@ -19,8 +19,9 @@ from agents import continuation, selectors, services
 from agents.closeout import WORKER_LOST, close_out, reap_stale_runs
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
-from agents.errors import AgentFailure
-from agents.providers.base import Agent, RunInput
+from agents.errors import AgentFailure, agent_unavailable
+from agents.providers.base import RunInput
+from agents.registry import AgentRegistry
 from agents.services import Adoption, RunOwnershipLostError, RunSpec
 from chat import housekeeping, metrics
 from chat.broadcaster import Broadcaster, EventLogError
@@ -82,7 +83,7 @@ class AgentService:
     """Runs agents for user messages; reached by the chat layer through the app registry."""
 
     broadcaster: Broadcaster
-    agent: Agent
+    agents: AgentRegistry
     dispatcher: ToolDispatcher
     worker_id: str = WORKER_ID
     runs: dict[uuid.UUID, RunHandle] = field(default_factory=dict)
@@ -90,6 +91,11 @@ class AgentService:
     _background: asyncio.Task[None] | None = None
     _background_loop: asyncio.AbstractEventLoop | None = None
     _idle: asyncio.Event | None = None
+
+    @property
+    def agent_names(self) -> list[str]:
+        """The names of the agents a thread may choose."""
+        return self.agents.names
 
     # --- commands -------------------------------------------------------------------------
 
@@ -112,7 +118,6 @@ class AgentService:
             user=user,
             text=text,
             client_msg_id=client_msg_id,
-            agent=self.agent.name,
             worker_id=self.worker_id,
             probe=probe,
             released=self.draining,
@@ -233,21 +238,24 @@ class AgentService:
             handle.started = True
             if handle.cancel_requested:
                 raise asyncio.CancelledError
+            agent = self.agents.get(spec.agent)
+            if agent is None:
+                raise agent_unavailable(spec.agent)
             history = await database_sync_to_async(selectors.run_history)(spec=spec)
-            async with self.dispatcher.run_scope(emitter, user_id=spec.user_id):
+            async with self.dispatcher.run_scope(
+                emitter, user_id=spec.user_id, tools=getattr(agent, "tools", None)
+            ) as tools:
                 journal: list[dict[str, Any]] = []
                 if handle.adoption is not None and handle.adoption.started:
                     # An idempotent call it runs again acts for the run's user, like any.
                     journal = await continuation.resume(
-                        agent=self.agent,
+                        agent=agent,
                         adoption=handle.adoption,
                         emitter=emitter,
                         dispatcher=self.dispatcher,
                     )
-                await self.agent.run(
-                    RunInput(text=spec.text, history=history, journal=journal),
-                    emitter,
-                    self.dispatcher,
+                await agent.run(
+                    RunInput(text=spec.text, history=history, journal=journal), emitter, tools
                 )
             status = "completed"
         except asyncio.CancelledError:

@@ -73,12 +73,12 @@ def run_create(
     user: Any,
     text: str,
     client_msg_id: str,
-    agent: str,
     worker_id: str,
     probe: bool = False,
     released: bool = False,
 ) -> tuple[SubmitResult, RunSpec | None]:
-    """Records a user message and its queued run; idempotent on (thread, client_msg_id).
+    """Records a user message and its queued run, answered by the thread's agent;
+    idempotent on (thread, client_msg_id).
 
     Returns the answer and, for a new run, what executing it needs. `released` (a draining
     worker) records the run already released, for another worker to adopt. Raises
@@ -103,7 +103,7 @@ def run_create(
                 thread=thread,
                 user=user,
                 message=message,
-                agent=agent,
+                agent=thread.agent,
                 worker_id=worker_id,
                 released=released,
             )
@@ -123,7 +123,7 @@ def run_create(
         assistant_message_id=run.assistant_message_id,
         user_id=user.pk,
         text=text,
-        agent=agent,
+        agent=thread.agent,
     )
     return SubmitResult(message_id=message.id, run_id=run.id, duplicate=False), spec
 

@@ -9,5 +9,6 @@ urlpatterns = [
     path(
         "api/threads/<uuid:thread_id>/messages/", views.api_post_message, name="api-thread-messages"
     ),
+    path("api/agents/", views.api_agents, name="api-agents"),
     path("api/runs/<uuid:run_id>/cancel/", views.api_cancel_run, name="api-run-cancel"),
 ]

@@ -9,6 +9,8 @@ from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 
 from agents.health import FlowResult, check_event_flow
+from agents.registry import AGENTS
+from agents.tools import REGISTRY
 from chat.api import api_view, authenticate_request, error_response
 from chat.auth import Principal
 from chat.errors import NetraError, forbidden, unavailable
@@ -96,3 +98,9 @@ def _failed_check(check: str, detail: str) -> JsonResponse:
     """The 503 of a dependency that failed before the probe run could start, naming it."""
     body = FlowResult(ok=False, missing="agent_started", detail=detail).as_json()
     return JsonResponse({**body, "check": check}, status=503)
+
+
+@api_view("GET")
+async def api_agents(request: HttpRequest, principal: Principal) -> JsonResponse:
+    """The agents a thread may choose, with the tools each may call and their schemas."""
+    return JsonResponse({"agents": AGENTS.describe(REGISTRY)})

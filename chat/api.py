@@ -38,9 +38,11 @@ class NoBody(Body):
 
 
 class ThreadBody(Body):
-    """`POST /api/threads/`: an optional title (stripped and cut to 200 characters)."""
+    """`POST /api/threads/`: an optional title (stripped and cut to 200 characters) and
+    the agent answering it (default NETRA_DEFAULT_AGENT)."""
 
     title: str = ""
+    agent: str | None = None
 
 
 class ThreadRenameBody(Body):

@@ -28,12 +28,14 @@ class ErrorCode(StrEnum):
     RUN_IN_PROGRESS = "run_in_progress"
     RUN_NOT_ACTIVE = "run_not_active"
     RUN_NOT_FOUND = "run_not_found"
+    UNKNOWN_AGENT = "unknown_agent"  # POST /api/threads/ naming no configured agent
     # HTTP only.
     CSRF_FAILED = "csrf_failed"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     # `agent_error` of a run (besides internal_error and unavailable).
     WORKER_LOST = "worker_lost"
     WORKER_SHUTDOWN = "worker_shutdown"
+    AGENT_UNAVAILABLE = "agent_unavailable"  # the thread's agent is no longer configured
     MAX_STEPS = "max_steps"
     LLM_AUTH = "llm_auth"
     LLM_CONTENT_FILTER = "llm_content_filter"
@@ -223,6 +225,14 @@ def run_in_progress() -> NetraError:
 def run_not_active() -> NetraError:
     """Returns the answer to cancelling a run that is not active."""
     return NetraError(ErrorCode.RUN_NOT_ACTIVE, "That run is not active.", status=409)
+
+
+def unknown_agent(name: str, configured: list[str]) -> NetraError:
+    """Returns the answer to a thread asked of an agent that is not configured."""
+    return NetraError(
+        ErrorCode.UNKNOWN_AGENT,
+        f"There is no agent named {name!r}; configured: {', '.join(configured) or 'none'}.",
+    )
 
 
 def run_not_found() -> NetraError:

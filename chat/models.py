@@ -8,6 +8,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+def default_agent() -> str:
+    """The agent of a thread created without naming one (NETRA_DEFAULT_AGENT)."""
+    return str(settings.NETRA_DEFAULT_AGENT)
+
+
 class Thread(models.Model):
     """A conversation owned by one user; its events are numbered by `last_seq`."""
 
@@ -20,6 +25,9 @@ class Thread(models.Model):
     last_activity = models.DateTimeField(auto_now_add=True, db_index=True)
     last_seq = models.PositiveBigIntegerField(default=0)
     is_probe = models.BooleanField(default=False, help_text="Internal health-check thread.")
+    agent = models.CharField(
+        max_length=100, default=default_agent, help_text="The NETRA_AGENTS name answering it."
+    )
 
     class Meta:
         ordering = ["-last_activity"]

@@ -38,6 +38,10 @@ class AgentServicePort(Protocol):
         """Cancels a thread's active runs and waits up to `wait` seconds for them to end;
         returns the ids of those still active."""
 
+    @property
+    def agent_names(self) -> list[str]:
+        """The names of the agents a thread may choose (NETRA_AGENTS and the built-ins)."""
+
     def ensure_background(self) -> None:
         """Starts the process's heartbeat and reaper tasks if they are not running."""
 
@@ -50,3 +54,9 @@ def agent_service() -> AgentServicePort | None:
         return None
     service: AgentServicePort | None = getattr(config, "service", None)
     return service
+
+
+def configured_agents() -> list[str]:
+    """Returns the names of the agents a thread may choose (none without the service)."""
+    service = agent_service()
+    return [] if service is None else service.agent_names

@@ -10,8 +10,9 @@ from django.utils import timezone
 from chat import metrics
 from chat.auth import TOKEN_PREFIX, hash_token
 from chat.broadcaster import session_group, token_group, user_sessions_group
-from chat.errors import report_exception
-from chat.models import ApiToken, Thread
+from chat.errors import report_exception, unknown_agent
+from chat.models import ApiToken, Thread, default_agent
+from chat.ports import configured_agents
 
 MAX_TITLE = 200
 
@@ -65,9 +66,16 @@ def _tell_sockets(group: str, message_type: str, failure: str, **context: Any) -
         report_exception(exc, failure, **context)
 
 
-def thread_create(*, owner: Any, title: str = "") -> Thread:
-    """Creates a thread for `owner`."""
-    return Thread.objects.create(owner=owner, title=title.strip()[:MAX_TITLE])
+def thread_create(*, owner: Any, title: str = "", agent: str | None = None) -> Thread:
+    """Creates a thread for `owner`, answered by `agent` (default: NETRA_DEFAULT_AGENT);
+    raises `unknown_agent` for a name that is not configured."""
+    if agent is None:
+        agent = default_agent()
+    else:
+        agents = configured_agents()
+        if agent not in agents:
+            raise unknown_agent(agent, agents)
+    return Thread.objects.create(owner=owner, title=title.strip()[:MAX_TITLE], agent=agent)
 
 
 def thread_rename(*, thread: Thread, title: str) -> Thread:

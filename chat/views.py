@@ -19,7 +19,8 @@ from chat.api import ThreadBody, ThreadRenameBody, api_view, error_response
 from chat.auth import Principal
 from chat.errors import ErrorCode, NetraError, rate_limited, thread_not_found
 from chat.events import events_after, isoformat, resume_recovered
-from chat.models import Message, Thread
+from chat.models import Message, Thread, default_agent
+from chat.ports import configured_agents
 from chat.protocol import MAX_SEQ
 
 
@@ -61,15 +62,30 @@ def login_locked_out(request: HttpRequest, *_: Any) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def thread_list(request: HttpRequest) -> HttpResponse:
-    """Lists the user's threads; a POST creates one and opens it."""
+    """Lists the user's threads; a POST creates one (with the agent picked, when more than
+    one is configured) and opens it."""
+    error, status = None, 200
     if request.method == "POST":
-        thread = services.thread_create(owner=request.user, title=request.POST.get("title", ""))
-        return redirect("thread-detail", thread_id=thread.id)
-    query = request.GET.get("q", "")
+        try:
+            thread = services.thread_create(
+                owner=request.user,
+                title=request.POST.get("title", ""),
+                agent=request.POST.get("agent") or None,
+            )
+        except NetraError as err:
+            error, status = err.message, err.status
+        else:
+            return redirect("thread-detail", thread_id=thread.id)
     return render(
         request,
         "chat/thread_list.html",
-        {"threads": selectors.thread_list(user=request.user, query=query), "query": query},
+        {
+            "threads": selectors.thread_list(user=request.user),
+            "agents": configured_agents(),
+            "default_agent": default_agent(),
+            "error": error,
+        },
+        status=status,
     )
 
 
@@ -105,6 +121,7 @@ def thread_to_json(thread: Thread) -> dict[str, Any]:
         "created_at": isoformat(thread.created_at),
         "last_activity": isoformat(thread.last_activity),
         "last_seq": thread.last_seq,
+        "agent": thread.agent,
     }
 
 
@@ -115,7 +132,7 @@ async def api_threads(
     """GET lists the caller's threads; POST creates one (201)."""
     if body is not None:
         thread = await database_sync_to_async(services.thread_create)(
-            owner=principal.user, title=body.title
+            owner=principal.user, title=body.title, agent=body.agent
         )
         return JsonResponse(thread_to_json(thread), status=201)
 

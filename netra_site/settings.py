@@ -225,9 +225,21 @@ PRUNE_INTERVAL = env.float("PRUNE_INTERVAL", default=86400.0)
 # Deleting a thread first cancels its active runs and waits this long for them to end.
 THREAD_DELETE_CANCEL_WAIT = env.float("THREAD_DELETE_CANCEL_WAIT", default=5.0)
 
+# --- Agents (docs/extending.md) ---------------------------------------------------------------
+# Name -> dotted path of an agent class, added to the built-in `builtin` and `openai` (an
+# entry of the same name replaces one); env: NETRA_AGENTS=name=path,name2=path2. An item
+# without "=" keeps an empty path, which the system check reports.
+NETRA_AGENTS: dict[str, str] = {
+    name.strip(): path.strip()
+    for name, _, path in (item.partition("=") for item in env.list("NETRA_AGENTS", default=[]))
+    if name.strip()
+}
+
 # --- LLM provider (docs/providers.md) --------------------------------------------------------
 # builtin: the offline agent; openai: any OpenAI-compatible chat-completions server.
 AGENT_PROVIDER = env.str("AGENT_PROVIDER", default="builtin")
+# The agent of a new thread (default: AGENT_PROVIDER's value, so existing set-ups keep working).
+NETRA_DEFAULT_AGENT = env.str("NETRA_DEFAULT_AGENT", default=AGENT_PROVIDER)
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1")
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 AGENT_MODEL = env.str("AGENT_MODEL", default="")

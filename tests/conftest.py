@@ -18,6 +18,9 @@ from netra_site.sentry import init_sentry
 from tests import helpers
 from tests.servers import Server, Servers
 
+# The testing kit teams use (agents.testing): our suite runs on it too.
+pytest_plugins = ["agents.testing"]
+
 
 @pytest.fixture
 async def service() -> AsyncIterator[Any]:
@@ -43,6 +46,26 @@ def registry() -> Iterator[Any]:
 
 
 @pytest.fixture
+def agents() -> Iterator[Any]:
+    """The process's agent registry (NETRA_AGENTS), restored after the test."""
+    from agents.registry import AGENTS
+
+    saved, paths, problems, default = (
+        dict(AGENTS.agents),
+        dict(AGENTS.paths),
+        list(AGENTS.problems),
+        AGENTS.default,
+    )
+    yield AGENTS
+    AGENTS.agents.clear()
+    AGENTS.agents.update(saved)
+    AGENTS.paths.clear()
+    AGENTS.paths.update(paths)
+    AGENTS.problems[:] = problems
+    AGENTS.default = default
+
+
+@pytest.fixture
 async def user() -> Any:
     """A user with a thread-ready account."""
     return await database_sync_to_async(helpers.make_user)("alice")
@@ -55,9 +78,11 @@ async def other_user() -> Any:
 
 
 @pytest.fixture
-async def thread(user: Any) -> Any:
-    """A thread of `user`."""
-    return await database_sync_to_async(helpers.make_thread)(user)
+async def thread(user: Any, request: pytest.FixtureRequest) -> Any:
+    """A thread of `user`, answered by the module's THREAD_AGENT (default: the default
+    agent)."""
+    agent = getattr(request.module, "THREAD_AGENT", None)
+    return await database_sync_to_async(helpers.make_thread)(user, agent=agent)
 
 
 @pytest.fixture

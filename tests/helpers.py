@@ -47,9 +47,12 @@ def make_user(username: str, *, active: bool = True, password: str = "pw-Secret-
     return user
 
 
-def make_thread(user: Any, title: str = "test") -> Thread:
-    """Creates a thread (sync)."""
-    return thread_create(owner=user, title=title)
+def make_thread(user: Any, title: str = "test", agent: str | None = None) -> Thread:
+    """Creates a thread (sync), answered by `agent` (default: the default agent); a named
+    agent need not be configured yet (a fixture may register it later)."""
+    if agent is None:
+        return thread_create(owner=user, title=title)
+    return Thread.objects.create(owner=user, title=title, agent=agent)
 
 
 def make_token(user: Any) -> str:

@@ -37,7 +37,15 @@ def free_port() -> int:
 # What a caller's shell may have exported (for `make run-cluster`, the README's model example
 # or a real Sentry) and which must not change what a test runs against: SQLite, the in-memory
 # channel layer, the built-in agent, no Sentry. A test that wants one of them passes it.
-SERVICE_ENV = ("DATABASE_URL", "REDIS_URL", "AGENT_PROVIDER", "AGENT_MODEL", "SENTRY_DSN")
+SERVICE_ENV = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "AGENT_PROVIDER",
+    "AGENT_MODEL",
+    "NETRA_AGENTS",
+    "NETRA_DEFAULT_AGENT",
+    "SENTRY_DSN",
+)
 SERVICE_ENV_PREFIXES = ("OPENAI_",)
 
 

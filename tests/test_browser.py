@@ -524,3 +524,28 @@ def test_delete_a_thread_from_the_list_after_confirming(page: Page, server: Serv
     page.reload()
     expect(page.locator("#thread-list li")).to_have_count(1)
     chat.close()
+
+
+def test_the_new_thread_form_offers_the_agents_when_more_than_one(
+    page: Page, server: Server, servers: Servers
+) -> None:
+    log_in(page, server, new_user(server))
+    expect(page.get_by_label("Agent")).to_have_count(0)  # one agent: no picker
+
+    two = servers.start(env={"NETRA_AGENTS": "echo=tests.agentmods.good.EchoAgent"})
+    try:
+        log_in(page, two, new_user(two))
+        picker = page.get_by_label("Agent")
+        expect(picker.locator("option")).to_have_text(["builtin", "echo"])
+        expect(picker).to_have_value("builtin")
+        picker.select_option("echo")
+        open_new_thread(page, "Sums")
+        ask(page, "6*7")
+        run = last_run(page)
+        expect(run).to_have_attribute("data-state", "completed")
+        expect(run.locator(".tool-card .tool-name")).to_have_text("calculator")
+        expect(run.locator(".answer .text")).to_have_text("It is 42.")
+        page.goto(f"{two.http}/threads/")
+        expect(page.locator("#thread-list li").first).to_contain_text("echo")
+    finally:
+        two.stop()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
 
+from agents.testing import API_KEY, MODEL, Reply, ScriptedLLM, chunk, text_chunks
 from tests.seed_history import seed_command
 from tests.servers import Server, Servers
 from tests.test_browser import (  # noqa: F401 - `browser` is a fixture used here
@@ -27,7 +28,6 @@ from tests.test_browser import (  # noqa: F401 - `browser` is a fixture used her
     open_new_thread,
     shot_path,
 )
-from tests.test_llm_provider import API_KEY, MODEL, FakeLLM, Reply, chunk, text_chunks
 
 pytestmark = pytest.mark.chromium
 
@@ -393,8 +393,8 @@ class ThreadedLLM:
         self.thread.start()
         self.fake = self.call(self._make())
 
-    async def _make(self) -> FakeLLM:
-        return await FakeLLM().start()
+    async def _make(self) -> ScriptedLLM:
+        return await ScriptedLLM().start()
 
     def call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)

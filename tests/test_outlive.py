@@ -244,7 +244,7 @@ async def test_past_run_max_resumes_the_run_ends_with_worker_lost(
 async def test_an_agent_that_cannot_continue_ends_with_worker_lost(
     thread: Any, user: Any, service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(type(service.agent), "can_continue", False)
+    monkeypatch.setattr(type(service.agents.get("builtin")), "can_continue", False)
     result = await service.submit(
         thread_id=thread.id, user=user, text="wait 5 seconds", client_msg_id="n"
     )

@@ -1,6 +1,6 @@
 """Runs that outlive their worker, the OpenAI-compatible agent: its conversation rebuilt
-from a run's journal, and a continued run against the fake chat-completions server of
-tests/test_llm_provider.py (mid-answer and mid-tool)."""
+from a run's journal, and a continued run against the testing kit's scripted chat-completions server
+(mid-answer and mid-tool)."""
 
 import json
 from typing import Any
@@ -9,6 +9,14 @@ import pytest
 
 from agents.invariants import run_violations
 from agents.providers.openai_compat.messages import CONTINUE_PROMPT, rebuild_from_journal
+from agents.testing import (
+    Reply,
+    ScriptedLLM,
+    call_piece,
+    call_start,
+    text_chunks,
+    tool_chunks,
+)
 from tests.test_outlive import kill_and_continue, logged, resumed_count, wait_logged
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -54,31 +62,16 @@ def test_the_openai_agent_rebuilds_its_conversation_from_the_journal() -> None:
     assert rebuild_from_journal([]).turns == []
 
 
-# --- the OpenAI-compatible agent continued, against the fake server of test_llm_provider ------
+# --- the OpenAI-compatible agent continued, against the testing kit's scripted server ------
 
 
-@pytest.fixture
-async def fake_llm(service: Any) -> Any:
-    """The fake chat-completions server, and the service's agent pointed at it."""
-    from agents.providers.openai_compat import OpenAICompatAgent
-    from tests.test_llm_provider import FakeLLM
-
-    server = await FakeLLM().start()
-    original = service.agent
-    service.agent = OpenAICompatAgent(server.config())
-    try:
-        yield server
-    finally:
-        service.agent = original
-        await server.stop()
+THREAD_AGENT = "openai"  # the `thread` fixture's agent: the kit's scripted_llm answers it
 
 
 async def test_the_openai_agent_continues_its_answer_from_the_journal(
-    thread: Any, user: Any, service: Any, fake_llm: Any
+    thread: Any, user: Any, service: Any, scripted_llm: ScriptedLLM
 ) -> None:
-    from tests.test_llm_provider import Reply, text_chunks
-
-    fake_llm.script(
+    scripted_llm.script(
         Reply(chunks=text_chunks("Once upon", finish_reason="")[:2], hold=True, trickle=0.05),
         Reply(chunks=text_chunks(" a time, the end.")),
     )
@@ -99,17 +92,15 @@ async def test_the_openai_agent_continues_its_answer_from_the_journal(
     )
     assert so_far.startswith("Once upon")
     assert final["status"] == "completed" and final["text"] == so_far + " a time, the end."
-    again = fake_llm.requests[1].body["messages"]
+    again = scripted_llm.requests[1].body["messages"]
     assert again[-2] == {"role": "assistant", "content": so_far}
     assert again[-1] == {"role": "user", "content": CONTINUE_PROMPT}
 
 
 async def test_the_openai_agent_is_told_of_an_interrupted_call(
-    thread: Any, user: Any, service: Any, fake_llm: Any
+    thread: Any, user: Any, service: Any, scripted_llm: ScriptedLLM
 ) -> None:
-    from tests.test_llm_provider import Reply, call_piece, call_start, text_chunks, tool_chunks
-
-    fake_llm.script(
+    scripted_llm.script(
         Reply(chunks=tool_chunks(call_start(0, "call_w", "wait"), call_piece(0, '{"seconds": 5}'))),
         Reply(chunks=text_chunks("The wait was interrupted.")),
     )
@@ -121,7 +112,7 @@ async def test_the_openai_agent_is_told_of_an_interrupted_call(
     events = await logged(thread)
     assert run_violations(events) == [], run_violations(events)
     assert tool_pairs_of(events, "call_w") == ["tool_executing", "tool_completed"]
-    again = fake_llm.requests[1].body["messages"]
+    again = scripted_llm.requests[1].body["messages"]
     assert again[-2]["tool_calls"][0]["id"] == "call_w"
     assert again[-1]["role"] == "tool" and again[-1]["tool_call_id"] == "call_w"
     assert json.loads(again[-1]["content"])["error"]["code"] == "interrupted"

@@ -29,10 +29,13 @@ import pytest
 
 from agents.providers.openai_compat import OpenAICompatAgent, ProviderConfig
 from agents.providers.openai_compat import agent as agent_module
+from agents.testing import restore_agent, swap_agent
 from tests import helpers
-from tests.test_llm_provider import assert_failed, chat, of_type
+from tests.llm import assert_failed, chat, of_type
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.llm]
+
+THREAD_AGENT = "openai"
 
 CONTEXT = 2048  # the server's window (--n_ctx), small so that overflowing it is quick
 START_TIMEOUT = 60.0
@@ -117,9 +120,9 @@ def model_server() -> Iterator[ModelServer]:
 
 @pytest.fixture
 async def real_agent(service: Any, model_server: ModelServer) -> Any:
-    """Points the service's agent at the real server; returns a function that re-points
-    it with other settings."""
-    original = service.agent
+    """Points the `openai` agent at the real server (the testing kit's swap_agent);
+    returns a function that re-points it with other settings."""
+    replaced: list[Any] = []
 
     def use(**overrides: Any) -> None:
         values: dict[str, Any] = {
@@ -133,12 +136,14 @@ async def real_agent(service: Any, model_server: ModelServer) -> Any:
             "max_retries": 0,
         }
         values.update(overrides)
-        service.agent = OpenAICompatAgent(ProviderConfig(**values))
+        previous = swap_agent("openai", OpenAICompatAgent(ProviderConfig(**values)))
+        if not replaced:
+            replaced.append(previous)
 
     use()
     yield use
     await service.wait_idle(timeout=30)
-    service.agent = original
+    restore_agent("openai", replaced[0])
 
 
 def assert_completed(events: list[dict[str, Any]]) -> None:

@@ -15,7 +15,7 @@ import sentry_sdk
 from channels.db import database_sync_to_async
 from pydantic import BaseModel
 
-from agents.dispatcher import ToolDispatcher, ToolOutcome
+from agents.dispatcher import RunTools, ToolOutcome
 from agents.emitter import RunEmitter
 from agents.errors import ToolCrashedError, ToolError
 from agents.invariants import run_violations
@@ -36,11 +36,9 @@ class CallingAgent:
     name: str = "calling"
     outcomes: list[ToolOutcome] = field(default_factory=list)
 
-    async def run(
-        self, run_input: RunInput, emitter: RunEmitter, dispatcher: ToolDispatcher
-    ) -> None:
+    async def run(self, run_input: RunInput, emitter: RunEmitter, tools: RunTools) -> None:
         for name, args in self.calls:
-            self.outcomes.append(await dispatcher.call(emitter, name, args))
+            self.outcomes.append(await tools.call(name, args))
         await emitter.partial("done")
 
 
@@ -49,7 +47,7 @@ async def run_calls(
 ) -> tuple[list[dict[str, Any]], list[ToolOutcome]]:
     """Runs one message whose agent makes `calls`; returns the run's events and outcomes."""
     agent = CallingAgent(calls)
-    monkeypatch.setattr(service, "agent", agent)
+    monkeypatch.setitem(service.agents.agents, "builtin", agent)
     await service.submit(thread_id=thread.id, user=user, text="go", client_msg_id=uuid.uuid4().hex)
     await service.wait_idle(timeout=20)
     events = await database_sync_to_async(events_after)(thread_id=thread.id, after_seq=0)
@@ -250,16 +248,16 @@ async def test_run_tools_limit_the_agent_to_its_subset(
     @dataclass
     class SubsetAgent:
         name: str = "subset"
+        tools: tuple[str, ...] = ("clock",)
 
-        async def run(self, run_input: RunInput, emitter: RunEmitter, dispatcher: Any) -> None:
-            async with dispatcher.run_scope(emitter, user_id=user.id, tools=["clock"]) as tools:
-                assert tools.names == ["clock"]
-                assert [s["function"]["name"] for s in tools.schemas()] == ["clock"]
-                outcomes.append(await tools.call("clock", {}))
-                outcomes.append(await tools.call("calculator", {"expression": "1+1"}))
+        async def run(self, run_input: RunInput, emitter: RunEmitter, tools: RunTools) -> None:
+            assert tools.names == ["clock"]
+            assert [s["function"]["name"] for s in tools.schemas()] == ["clock"]
+            outcomes.append(await tools.call("clock", {}))
+            outcomes.append(await tools.call("calculator", {"expression": "1+1"}))
             await emitter.partial("done")
 
-    monkeypatch.setattr(service, "agent", SubsetAgent())
+    monkeypatch.setitem(service.agents.agents, "builtin", SubsetAgent())
     await service.submit(thread_id=thread.id, user=user, text="go", client_msg_id="subset")
     await service.wait_idle(timeout=20)
     events = await database_sync_to_async(events_after)(thread_id=thread.id, after_seq=0)

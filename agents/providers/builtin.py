@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 
-from agents.dispatcher import ToolDispatcher, ToolOutcome
+from agents.dispatcher import RunTools, ToolOutcome
 from agents.emitter import RunEmitter
 from agents.providers.base import RunInput
 from chat.runevents import EventType, fold_run
@@ -107,14 +107,12 @@ class Replay:
         if text not in self.thoughts:
             await emitter.thinking(text)
 
-    async def call(
-        self, emitter: RunEmitter, dispatcher: ToolDispatcher, tool: str, args: dict[str, Any]
-    ) -> ToolOutcome:
+    async def call(self, tools: RunTools, tool: str, args: dict[str, Any]) -> ToolOutcome:
         """Returns the next completed call's outcome if it is this call, else calls it."""
         if self.calls and (self.calls[0].tool, self.calls[0].args) == (tool, args):
             return self.calls.pop(0)
         self.calls = []  # the plan left the journal's path: nothing further is reused
-        return await dispatcher.call(emitter, tool, args)
+        return await tools.call(tool, args)
 
     async def answer(self, emitter: RunEmitter, answer: str) -> None:
         """Streams what the journal's answer text lacks of `answer` (invariant 5: the text
@@ -130,11 +128,11 @@ class BuiltinAgent:
     replays the plan, reusing the completed calls and streaming only the missing text."""
 
     name = "builtin"
+    description = "The offline agent: arithmetic, the date and time, waiting a few seconds."
+    tools: tuple[str, ...] | None = ("calculator", "clock", "wait")
     can_continue = True
 
-    async def run(
-        self, run_input: RunInput, emitter: RunEmitter, dispatcher: ToolDispatcher
-    ) -> None:
+    async def run(self, run_input: RunInput, emitter: RunEmitter, tools: RunTools) -> None:
         """Answers from the tools it calls; says what it can do when it has no tool for it."""
         text = run_input.text
         replay = Replay(run_input.journal)
@@ -157,15 +155,11 @@ class BuiltinAgent:
         await replay.think(emitter, "I will " + ", then ".join(plan) + ".")
         outcomes: list[ToolOutcome] = []
         if wait:
-            outcomes.append(
-                await replay.call(emitter, dispatcher, "wait", {"seconds": float(wait.group(1))})
-            )
+            outcomes.append(await replay.call(tools, "wait", {"seconds": float(wait.group(1))}))
         for expression in expressions:
-            outcomes.append(
-                await replay.call(emitter, dispatcher, "calculator", {"expression": expression})
-            )
+            outcomes.append(await replay.call(tools, "calculator", {"expression": expression}))
         if wants_clock:
-            outcomes.append(await replay.call(emitter, dispatcher, "clock", {}))
+            outcomes.append(await replay.call(tools, "clock", {}))
         failures = sum(1 for outcome in outcomes if not outcome.ok)
         await replay.think(
             emitter,

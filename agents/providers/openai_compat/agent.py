@@ -8,14 +8,16 @@ fails with max_steps. Every upstream failure becomes an AgentFailure with a type
 """
 
 import asyncio
+import dataclasses
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import openai
 
-from agents.dispatcher import ToolDispatcher
+from agents.dispatcher import RunTools
 from agents.emitter import RunEmitter
 from agents.errors import AgentFailure
 from agents.providers.base import RunInput
@@ -48,14 +50,46 @@ logger = logging.getLogger("netra.llm")
 
 
 class OpenAICompatAgent:
-    """Answers through an OpenAI-compatible chat-completions server, with tool calling."""
+    """Answers through an OpenAI-compatible chat-completions server, with tool calling.
+
+    A team defines an LLM agent of its own by subclassing it with class attributes, each
+    subclass its own NETRA_AGENTS entry; what a subclass leaves as None comes from the
+    settings (AGENT_MODEL, AGENT_SYSTEM_PROMPT; no temperature is sent by default):
+
+        class SupportAgent(OpenAICompatAgent):
+            description = "Answers questions about your orders."
+            model = "gpt-4o-mini"
+            system_prompt = "You are the support assistant of Example Ltd."
+            tools = ["my_threads", "shipping_status"]
+            temperature = 0.2
+    """
 
     name = "openai"
+    description = "A model behind an OpenAI-compatible chat-completions server, with tools."
+    model: str | None = None
+    system_prompt: str | None = None
+    tools: Sequence[str] | None = None
+    temperature: float | None = None
     # It continues a run from its journal (messages.rebuild_from_journal).
     can_continue = True
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig | None = None) -> None:
+        """Reads the settings, then applies the class's own model, prompt and temperature
+        (a config given explicitly is used as it is)."""
+        if config is None:
+            config = self.configured(ProviderConfig.from_settings())
         self.config = config
+
+    @classmethod
+    def configured(cls, config: ProviderConfig) -> ProviderConfig:
+        """Returns `config` with the class attributes that are set applied to it."""
+        if cls.model is not None:
+            config = dataclasses.replace(config, model=cls.model)
+        if cls.system_prompt is not None:
+            config = dataclasses.replace(config, system_prompt=cls.system_prompt)
+        if cls.temperature is not None:
+            config = dataclasses.replace(config, temperature=cls.temperature)
+        return config
 
     def client(self) -> openai.AsyncOpenAI:
         """Returns a client for one run (closed with the run, so a cancel closes its
@@ -72,9 +106,7 @@ class OpenAICompatAgent:
             max_retries=0,  # retries are ours: bounded, counted, honouring Retry-After
         )
 
-    async def run(
-        self, run_input: RunInput, emitter: RunEmitter, dispatcher: ToolDispatcher
-    ) -> None:
+    async def run(self, run_input: RunInput, emitter: RunEmitter, tools: RunTools) -> None:
         """Calls the model until it answers without tools, running the tools it asks for."""
         config = self.config
         problems = config.problems()
@@ -84,12 +116,12 @@ class OpenAICompatAgent:
                 f"The model provider is misconfigured: {problems[0].message}",
                 retryable=False,
             )
-        tools = dispatcher.registry.schemas() if config.tool_choice != "none" else []
+        schemas = tools.schemas() if config.tool_choice != "none" else []
         budget = conversation_budget(
             context_tokens=config.context_tokens,
             max_output_tokens=config.max_output_tokens,
             system_prompt=config.system_prompt,
-            tools=tools,
+            tools=schemas,
             text=run_input.text,
         )
         messages = build_messages(
@@ -109,9 +141,10 @@ class OpenAICompatAgent:
             for step in range(rebuilt.steps + 1, config.max_steps + 1):
                 request = ModelRequest(
                     messages,
-                    tools,
-                    tool_choice_of(config.tool_choice) if step == 1 and tools else None,
+                    schemas,
+                    tool_choice_of(config.tool_choice) if step == 1 and schemas else None,
                     config.max_output_tokens,
+                    config.temperature,
                 )
                 result = await self._step(client, request, emitter)
                 if result.finish_reason in FINISH_FAILURES:
@@ -121,7 +154,7 @@ class OpenAICompatAgent:
                     return
                 if step == config.max_steps:
                     break
-                await self._run_tools(result, messages, call_ids, emitter, dispatcher)
+                await self._run_tools(result, messages, call_ids, emitter, tools)
         raise AgentFailure(
             "max_steps",
             f"The model was still calling tools after {config.max_steps} steps; stopped.",
@@ -134,9 +167,9 @@ class OpenAICompatAgent:
         messages: list[dict[str, Any]],
         call_ids: set[str],
         emitter: RunEmitter,
-        dispatcher: ToolDispatcher,
+        tools: RunTools,
     ) -> None:
-        """Runs the tool calls of one step through the dispatcher (so they are paired) and
+        """Runs the tool calls of one step through the run's tools (so they are paired) and
         appends the assistant's tool-call turn and one tool message per call."""
         calls = [(self._call_id(call, call_ids), call) for call in result.tool_calls]
         decoded = [decode_arguments(call.arguments) for _, call in calls]
@@ -150,7 +183,7 @@ class OpenAICompatAgent:
             )
         )
         for (call_id, call), (args, error) in zip(calls, decoded, strict=True):
-            outcome = await dispatcher.call(emitter, call.name, args, call_id, argument_error=error)
+            outcome = await tools.call(call.name, args, call_id, argument_error=error)
             messages.append(tool_message(call_id, outcome))
         count = len(calls)
         await emitter.thinking(
@@ -286,6 +319,7 @@ class ModelRequest:
     tools: list[dict[str, Any]]
     tool_choice: str | dict[str, Any] | None
     max_tokens: int = 0
+    temperature: float | None = None
 
     def arguments(self, model: str) -> dict[str, Any]:
         """Returns the arguments of chat.completions.create, without `stream`."""
@@ -295,6 +329,7 @@ class ModelRequest:
             "tools": cast(Any, self.tools) if self.tools else openai.omit,
             "tool_choice": cast(Any, self.tool_choice) if self.tool_choice else openai.omit,
             "max_tokens": self.max_tokens or openai.omit,
+            "temperature": openai.omit if self.temperature is None else self.temperature,
         }
 
 

@@ -62,6 +62,7 @@ class ProviderConfig:
     context_tokens: int = 8192
     max_output_tokens: int = 0  # 0: not sent, the server's own limit applies
     tool_choice: str = "auto"
+    temperature: float | None = None  # None: not sent, the server's default applies
     flush_chars: int = 64
     flush_interval: float = 0.05
 
@@ -92,9 +93,9 @@ class ProviderConfig:
             found.append(
                 ConfigProblem(
                     "netra.E102",
-                    "AGENT_PROVIDER is openai but AGENT_MODEL is not set.",
+                    "AGENT_MODEL is not set; an OpenAI-compatible agent needs a model.",
                     "Set AGENT_MODEL to a model the server serves, e.g. gpt-4o-mini or "
-                    "qwen2.5:7b (docs/providers.md).",
+                    "qwen2.5:7b (docs/providers.md), or `model` on the agent's class.",
                 )
             )
         problem = url_problem(self.base_url)
