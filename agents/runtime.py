@@ -373,12 +373,16 @@ class AgentService:
         metrics.UNPAIRED_TOOL_CALLS.set(self.dispatcher.unpaired_now())
         if not self.runs:
             return
-        cancel, lost = await database_sync_to_async(services.run_heartbeat)(
+        cancel, lost, gone = await database_sync_to_async(services.run_heartbeat)(
             run_ids=list(self.runs), worker_id=self.worker_id
         )
         for run_id in cancel:
             if run_id in self.runs:
                 self.runs[run_id].request_cancel()
+        for run_id in gone:
+            if (handle := self.runs.get(run_id)) is not None and not handle.closing:
+                logger.warning("thread deleted during the run", extra={"run_id": run_id})
+                handle.abandon()
         for run_id in lost:
             handle = self.runs.get(run_id)
             if handle is not None and not (handle.lost or handle.released or handle.closing):

@@ -170,10 +170,11 @@ def run_mark_finished(
 
 def run_heartbeat(
     *, run_ids: list[uuid.UUID], worker_id: str
-) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
-    """Refreshes the heartbeat of this worker's runs; returns (cancel requested, lost)."""
+) -> tuple[set[uuid.UUID], set[uuid.UUID], set[uuid.UUID]]:
+    """Refreshes the heartbeat of this worker's runs; returns (cancel requested, lost:
+    held elsewhere or ended, gone: deleted with their thread)."""
     if not run_ids:
-        return set(), set()
+        return set(), set(), set()
     AgentRun.objects.filter(pk__in=run_ids, worker_id=worker_id, status__in=ACTIVE_STATUSES).update(
         heartbeat_at=timezone.now()
     )
@@ -182,7 +183,8 @@ def run_heartbeat(
     )
     held = {rid for rid, wid, status, _ in rows if wid == worker_id and status in ACTIVE_STATUSES}
     cancel = {rid for rid, wid, status, flag in rows if flag and rid in held}
-    return cancel, set(run_ids) - held
+    gone = set(run_ids) - {rid for rid, *_ in rows}
+    return cancel, set(run_ids) - held - gone, gone
 
 
 def run_request_cancel(*, run_id: uuid.UUID, user: Any) -> AgentRun:

@@ -76,11 +76,13 @@ def thread_list(request: HttpRequest) -> HttpResponse:
             error, status = err.message, err.status
         else:
             return redirect("thread-detail", thread_id=thread.id)
+    query = request.GET.get("q", "")
     return render(
         request,
         "chat/thread_list.html",
         {
-            "threads": selectors.thread_list(user=request.user),
+            "threads": selectors.thread_list(user=request.user, query=query),
+            "query": query,
             "agents": configured_agents(),
             "default_agent": default_agent(),
             "error": error,
