@@ -20,7 +20,7 @@ from chat import metrics
 from chat.auth import header
 from chat.closing import ENDINGS, End, flush_quietly, record_ending
 from chat.connections import ConnectionTracker
-from chat.delivery import Delivery
+from chat.delivery import Delivery, TextSink
 from chat.errors import (
     ErrorCode,
     NetraError,
@@ -149,7 +149,7 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
             channel_name=self.channel_name,
             thread_id=admitted.thread_id,
             token_id=admitted.principal.token_id,
-            send_text=self._send_text,
+            sink=TextSink(self._send_text),
             connection_id=self.tracker.id,
         )
         await self.delivery.join()
