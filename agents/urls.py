@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from agents import views
+from agents import agui_views, views
 
 urlpatterns = [
     path("healthz/events", views.healthz_events, name="healthz-events"),
@@ -10,4 +10,6 @@ urlpatterns = [
         "api/threads/<uuid:thread_id>/messages/", views.api_post_message, name="api-thread-messages"
     ),
     path("api/runs/<uuid:run_id>/cancel/", views.api_cancel_run, name="api-run-cancel"),
+    path("api/agui/", agui_views.api_agui_run, name="api-agui"),
+    path("api/agui/runs/<str:run_id>/", agui_views.api_agui_rejoin, name="api-agui-rejoin"),
 ]

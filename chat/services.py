@@ -10,7 +10,7 @@ from django.utils import timezone
 from chat import metrics
 from chat.auth import TOKEN_PREFIX, hash_token
 from chat.broadcaster import token_group
-from chat.errors import report_exception
+from chat.errors import report_exception, thread_not_found
 from chat.models import ApiToken, Thread
 
 MAX_TITLE = 200
@@ -42,3 +42,14 @@ def token_revoke(*, token: ApiToken) -> None:
 def thread_create(*, owner: Any, title: str = "") -> Thread:
     """Creates a thread for `owner`."""
     return Thread.objects.create(owner=owner, title=title.strip()[:MAX_TITLE])
+
+
+def thread_get_or_create(*, thread_id: Any, owner: Any, title: str = "") -> Thread:
+    """Returns `owner`'s thread `thread_id`, creating it under that id if no thread has it
+    (an AG-UI client names its threads); raises thread_not_found for anyone else's."""
+    thread, _ = Thread.objects.get_or_create(
+        pk=thread_id, defaults={"owner": owner, "title": title.strip()[:MAX_TITLE]}
+    )
+    if thread.owner_id != owner.pk or thread.is_probe:
+        raise thread_not_found()
+    return thread
