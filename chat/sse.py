@@ -186,7 +186,7 @@ class EventStream:
         except StreamOverflowError:
             logger.warning("SSE client reads too slowly; closing its stream", extra=self._context())
             self._end("the client is not reading fast enough; reconnect with Last-Event-ID")
-            await self._cancel_if_stalled()
+            await self._cancel_if_stalled(delivery)
         except DatabaseError as exc:
             logger.warning("SSE stream: database unavailable: %s", exc, extra=self._context())
             self._end("the database is unavailable; reconnect with Last-Event-ID shortly")
@@ -196,12 +196,15 @@ class EventStream:
             report_exception(exc, "SSE stream failed", throttle="sse_feed", **self._context())
             self._end("internal error; reconnect with Last-Event-ID")
 
-    async def _cancel_if_stalled(self) -> None:
+    async def _cancel_if_stalled(self, delivery: Delivery) -> None:
         """Cancels the response's write if it is still stalled after SSE_STALL_TIMEOUT: a
-        client that reads nothing must not keep the connection and its buffers."""
+        client that reads nothing must not keep the connection and its buffers. The
+        response then ends without its last chunk, and the server drops the connection."""
         await asyncio.sleep(settings.SSE_STALL_TIMEOUT)
         if not self.queue.empty() and self.reader is not None and not self.reader.done():
             logger.warning("SSE client stalled; dropping its connection", extra=self._context())
+            delivery.stop()
+            await delivery.leave()
             self.reader.cancel()
 
     # --- the response body ----------------------------------------------------------------

@@ -188,10 +188,10 @@ class UvicornServer(Server):
 
 
 def stalled_stream(server: Server, path: str, *, token: str) -> socket.socket:
-    """Opens a stream on a raw socket with a tiny receive buffer and reads nothing."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-    sock.connect(("127.0.0.1", server.port))
+    """Opens a stream on a raw socket and reads nothing (yet). Its receive window stays at
+    its initial size while nothing is read (a tiny SO_RCVBUF would make the later read
+    crawl)."""
+    sock = socket.create_connection(("127.0.0.1", server.port))
     request = (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
         f"Authorization: Bearer {token}\r\n\r\n"
