@@ -100,7 +100,6 @@ def test_an_eventsource_that_reconnects_resumes_with_nothing_lost(servers: Serve
     logged = log_of(server, token, thread_id)
     assert [e["id"] for e in result["events"]] == [e["seq"] for e in logged]
     assert [e["data"] for e in result["events"]] == logged
-    assert "size limit" in server.log_text() or result["opens"] >= 3
 
 
 def test_last_event_id_wins_over_after_seq_and_replay_ends_with_resume_complete(
