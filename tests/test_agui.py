@@ -11,8 +11,20 @@ import uuid
 from typing import Any
 
 import pytest
+from ag_ui.core import CustomEvent
 
-from tests.httpstreams import TESTS, agui_input, node, node_clients, read_sse, validate_agui
+from agents.agui import AguiRun
+from chat.runevents import fold_run
+from tests.httpstreams import (
+    AGUI_EVENT,
+    TESTS,
+    agui_input,
+    node,
+    node_clients,
+    parse_sse,
+    read_sse,
+    validate_agui,
+)
 from tests.servers import Server, free_port
 from tests.sockets import Socket, completed_run
 
@@ -285,3 +297,82 @@ def test_the_node_client_is_installed_from_the_lock_file() -> None:
     )
     tree = json.loads(result.stdout)["dependencies"]
     assert tree["@ag-ui/client"]["version"] == "1.0.0"
+
+
+# --- the mapping, in process ------------------------------------------------------------------
+
+
+def _envelopes(run_id: str) -> list[dict[str, Any]]:
+    base = {"thread_id": "t", "run_id": run_id, "ts": "2026-01-01T00:00:00Z"}
+    rows: list[tuple[str, dict[str, Any]]] = [
+        ("agent_started", {"agent": "builtin", "message_id": "u1"}),
+        ("agent_thinking", {"text": "Checking.", "step": 1}),
+        ("tool_executing", {"tool_call_id": "c1", "tool": "delete", "args": {"x": 1}}),
+        (
+            "approval_requested",
+            {
+                "approval_id": "a1",
+                "tool_call_id": "c1",
+                "tool": "delete",
+                "args": {"x": 1},
+                "reason": "destructive",
+                "expires_at": "2026-01-01T01:00:00Z",
+            },
+        ),
+        ("approval_resolved", {"approval_id": "a1", "decision": "approved", "comment": ""}),
+        ("tool_completed", {"tool_call_id": "c1", "tool": "delete", "status": "ok", "result": 1}),
+        ("partial_result", {"message_id": "m1", "text": "Done"}),
+        ("partial_result", {"message_id": "m1", "text": "."}),
+        ("agent_completed", {"status": "completed", "message_id": "m1", "text": "Done."}),
+    ]
+    return [{**base, "type": t, "seq": i + 1, "data": d} for i, (t, d) in enumerate(rows)]
+
+
+def test_the_mapping_of_every_event_validates_and_approvals_are_interrupts() -> None:
+    renderer = AguiRun(thread_id="t", run_id="r", netra_run_id="n")
+    other = {**_envelopes("other")[1], "seq": 99}
+    assert renderer.map(other) == [], "another run's events are not written"
+    events = [e for envelope in _envelopes("n") for e in renderer.map(envelope)]
+    for event in events:
+        AGUI_EVENT.validate_json(event.model_dump_json(by_alias=True))
+    interrupt = next(e for e in events if isinstance(e, CustomEvent) and e.name == "on_interrupt")
+    assert interrupt.value["id"] == "a1" and interrupt.value["toolCallId"] == "c1"
+    assert [e.type.value for e in events][-3:] == [
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+        "RUN_FINISHED",
+    ]
+    assert renderer.finished
+
+
+def test_reopen_re_sends_run_started_and_the_starts_still_open() -> None:
+    envelopes = _envelopes("n")
+    for cut, expected in [
+        (3, ["RUN_STARTED", "TOOL_CALL_START"]),  # the call executing
+        (7, ["RUN_STARTED", "TEXT_MESSAGE_START"]),  # the answer being written
+        (9, []),  # the run is over: nothing to re-open
+    ]:
+        renderer = AguiRun(thread_id="t", run_id="r", netra_run_id="n")
+        prelude = renderer.reopen(fold_run(envelopes[:cut]), text_message_id="m1", seq=cut)
+        events, _ = parse_sse(prelude)
+        assert [e.json["type"] for e in events] == expected
+        assert all(e.id == cut for e in events)
+        rest = [e.type.value for env in envelopes[cut:] for e in renderer.map(env)]
+        if expected:
+            assert rest[-1] == "RUN_FINISHED"
+        assert renderer.finished
+
+
+def test_a_rejoin_after_the_end_of_the_run_ends_at_once(server: Server, alice: str) -> None:
+    result = run(server, alice, new_thread(server, alice), "what is 6*7")
+    assert result["error"] is None
+    started = time.monotonic()
+    read = read_sse(
+        server,
+        f"/api/agui/runs/{result['runId']}/",
+        token=alice,
+        headers={"Last-Event-ID": str(result["ids"][-1])},
+        seconds=10,
+    )
+    assert read.status == 200 and read.events == []
+    assert time.monotonic() - started < 5, "the stream ended instead of waiting"
