@@ -6,8 +6,10 @@ that feeds it from a channel-layer channel of its own, and the async iterator th
 response drains. A `Renderer` turns each run event into the SSE text to write: the
 thread stream writes the envelope as it is; the AG-UI stream (agents/agui.py) maps it.
 
-No thread is held per open stream: everything here runs on the server's event loop, and
-the database is reached only through database_sync_to_async, one call at a time.
+No thread is held per open stream: everything here runs on the server's event loop, the
+request's own sync thread is given back when the stream starts (`release_request_thread`),
+and the stream's database calls run where a socket's do (database_sync_to_async outside
+any request context), one call at a time.
 
 A client that stops reading must not grow the server without bound:
 - under a server that applies back-pressure (uvicorn), the response's writes stall and the
@@ -20,11 +22,13 @@ A client that stops reading must not grow the server without bound:
 """
 
 import asyncio
+import contextvars
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+from asgiref.sync import SyncToAsync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
@@ -165,8 +169,10 @@ class EventStream:
     # --- the feeding task -----------------------------------------------------------------
 
     async def _feed(self, delivery: Delivery, layer: Any, channel: str) -> None:
-        """Replays, then hands the channel's messages to the Delivery until the stream ends."""
+        """Joins, replays, then hands the channel's messages to the Delivery until the
+        stream ends; a failure ends the stream with a comment saying why."""
         try:
+            await delivery.join()
             after_seq = await self.after_seq() if callable(self.after_seq) else self.after_seq
             if after_seq is not None:
                 await delivery.replay(after_seq)
@@ -191,7 +197,7 @@ class EventStream:
             logger.warning("SSE stream: database unavailable: %s", exc, extra=self._context())
             self._end("the database is unavailable; reconnect with Last-Event-ID shortly")
         except NetraError as err:
-            self._end(f"{err.code}: {err.message}")
+            self._end(f"{err.code}: {err.message}; reconnect shortly")
         except Exception as exc:  # noqa: BLE001 - reported, then the stream ends with a comment
             report_exception(exc, "SSE stream failed", throttle="sse_feed", **self._context())
             self._end("internal error; reconnect with Last-Event-ID")
@@ -213,6 +219,7 @@ class EventStream:
         """The response body: the prelude, then events, `: keep-alive` comments while idle,
         and a final comment if the server ends the stream."""
         self.reader = asyncio.current_task()
+        release_request_thread()
         layer = get_channel_layer()
         channel = await layer.new_channel()
         delivery = Delivery(
@@ -223,20 +230,16 @@ class EventStream:
             sink=self,
             connection_id=self.id,
         )
-        feeder: asyncio.Task[None] | None = None
+        # A fresh context: the feeder's database calls do not go to a per-request thread.
+        feeder = asyncio.create_task(
+            self._feed(delivery, layer, channel), context=contextvars.Context()
+        )
         try:
-            try:
-                await delivery.join()
-            except (NetraError, DatabaseError) as exc:
-                yield sse_comment(f"closing: {exc}; reconnect shortly")
-                return
             yield f"retry: {RECONNECT_MS}\n" + (self.prelude or sse_comment("stream open"))
-            feeder = asyncio.create_task(self._feed(delivery, layer, channel))
             async for chunk in self._drain():
                 yield chunk
         finally:
-            if feeder is not None:
-                feeder.cancel()
+            feeder.cancel()
             delivery.stop()
             await delivery.leave()
 
@@ -255,3 +258,16 @@ class EventStream:
             self.written += len(chunk)
             if self.written >= settings.SSE_MAX_STREAM_BYTES and self.closing is None:
                 self._end("this stream reached its size limit; reconnect with Last-Event-ID")
+
+
+def release_request_thread() -> None:
+    """Gives back the request's sync thread. Django runs each request in an asgiref
+    ThreadSensitiveContext whose one thread (made by the middleware's and the view's sync
+    calls) lives as long as the request, which for a stream is as long as it is open. The
+    stream needs none; a later sync call of the request gets a new one, ended with it."""
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    if context is None:
+        return
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+    if executor is not None:
+        executor.shutdown(wait=False)

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -293,3 +294,29 @@ def test_a_client_that_stops_reading_is_bounded_and_blocks_no_other_stream(
     )
     assert had + [e.id for e in resumed.events if e.id is not None] == logged
     assert memory_after - memory_before < 64 * 1024, "the server did not buffer without bound"
+
+
+def _threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_open_streams_hold_no_thread(server: Server, alice: str) -> None:
+    assert server.proc is not None
+    thread_id = new_thread(server, alice)
+    threads_before = _threads_of(server.proc.pid)
+    streams = [
+        stalled_stream(server, f"/api/threads/{thread_id}/stream/", token=alice) for _ in range(40)
+    ]
+    ask(server, alice, thread_id, "what is 8*8")  # answered while 40 streams are open
+    assert _threads_of(server.proc.pid) - threads_before < 10
+    for sock in streams:
+        sock.settimeout(10)
+        received = b""
+        while b'"type":"agent_completed"' not in received:
+            chunk = sock.recv(65536)
+            assert chunk, "the stream ended early"
+            received += chunk
+        sock.close()
