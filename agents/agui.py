@@ -80,7 +80,6 @@ class AguiRun:
         self.over = False  # RUN_FINISHED or RUN_ERROR was written
         self.open_calls: dict[str, str] = {}  # tool_call_id -> tool
         self.text_id: str | None = None
-        self.events: list[BaseEvent] = []  # everything written, for tests and logs
         self._handlers: dict[str, Callable[[Mapping[str, Any], int], list[BaseEvent]]] = {
             EventType.AGENT_STARTED: self._started,
             EventType.AGENT_THINKING: self._thinking,
@@ -129,7 +128,6 @@ class AguiRun:
         timestamp = _ms(envelope.get("ts"))
         for event in events:
             event.timestamp = timestamp
-        self.events.extend(events)
         return events
 
     def _started(self, data: Mapping[str, Any], seq: int) -> list[BaseEvent]:
@@ -254,5 +252,4 @@ class AguiRun:
         if state.text_parts and text_message_id is not None:
             self.text_id = text_message_id
             events.append(TextMessageStartEvent(message_id=text_message_id, role="assistant"))
-        self.events.extend(events)
         return self.encode(events, seq)

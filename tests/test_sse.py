@@ -2,6 +2,7 @@
 `eventsource`) that resumes with nothing lost, the resume point, keep-alives, auth, and a
 client that stops reading (under uvicorn, which applies back-pressure) (docs/protocol.md)."""
 
+import asyncio
 import http.client
 import json
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from chat.sse import EventStream, StreamOverflowError, ThreadRenderer
 from tests.httpstreams import (
     UvicornServer,
     agui_input,
@@ -233,6 +235,8 @@ class Follower(threading.Thread):
                 chunk = self.response.read1(65536)
             except TimeoutError:
                 continue
+            except (http.client.HTTPException, OSError):
+                return  # the server went away (the module's end)
             if not chunk:
                 return
             self.body += chunk
@@ -320,3 +324,30 @@ def test_open_streams_hold_no_thread(server: Server, alice: str) -> None:
             assert chunk, "the stream ended early"
             received += chunk
         sock.close()
+
+
+# --- the bounded sink, in process ----------------------------------------------------------
+
+
+async def test_the_sink_waits_for_room_then_overflows_and_ends_with_a_comment(
+    settings: Any,
+) -> None:
+    settings.SSE_MAX_BUFFERED_EVENTS = 3
+    settings.SSE_STALL_TIMEOUT = 0.05
+    stream = EventStream(
+        thread_id=uuid.uuid4(), token_id=None, renderer=ThreadRenderer(), after_seq=None
+    )
+    for seq in (1, 2, 3):
+        await stream.send_event(seq, "agent_thinking", "{}")
+    # Room made while it waits: the fourth event gets in.
+    waiting = asyncio.create_task(stream.send_event(4, "agent_thinking", "{}"))
+    await asyncio.sleep(0.01)
+    stream.queue.get_nowait()
+    stream.space.set()
+    await waiting
+    assert stream.queue.qsize() == 3
+    with pytest.raises(StreamOverflowError):  # no room made within SSE_STALL_TIMEOUT
+        await stream.send_event(5, "agent_thinking", "{}")
+    stream._end("the client is not reading fast enough")
+    left = [stream.queue.get_nowait() for _ in range(stream.queue.qsize())]
+    assert left == [": closing: the client is not reading fast enough\n\n", None]
