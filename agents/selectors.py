@@ -13,7 +13,7 @@ from django.utils import timezone
 from agents.emitter import RunEmitter
 from agents.errors import AgentFailure, run_not_found
 from agents.models import ACTIVE_STATUSES, AgentRun
-from chat.events import to_wire
+from chat.events import events_after, to_wire
 from chat.models import Event, Message, Thread
 from chat.ports import SubmitResult
 from chat.runevents import fold_run
@@ -135,3 +135,33 @@ def adoptable_runs(*, stale_after: float) -> list[uuid.UUID]:
         .order_by("-released", "created_at")
         .values_list("id", flat=True)
     )
+
+
+def run_of_client_msg(*, user: Any, client_msg_id: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(thread id, run id) of the user's run started with this client_msg_id (an AG-UI
+    runId), the newest if several threads have one; None if there is none."""
+    row = (
+        AgentRun.objects.filter(
+            user=user, message__client_msg_id=client_msg_id, thread__is_probe=False
+        )
+        .order_by("-created_at")
+        .values_list("thread_id", "id")
+        .first()
+    )
+    return None if row is None else (row[0], row[1])
+
+
+def run_events_through(
+    *, thread_id: uuid.UUID, run_id: uuid.UUID, seq: int
+) -> list[dict[str, Any]]:
+    """The run's logged events (envelopes) with seq <= `seq`, in order."""
+    first = (
+        Event.objects.filter(thread_id=thread_id, run_id=run_id)
+        .order_by("seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    if first is None or first > seq:
+        return []
+    page = events_after(thread_id=thread_id, after_seq=first - 1, up_to=seq)
+    return [event for event in page if event["run_id"] == str(run_id)]

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from agents import views
+from agents import agui_views, views
 
 urlpatterns = [
     path("healthz/events", views.healthz_events, name="healthz-events"),
@@ -11,4 +11,6 @@ urlpatterns = [
     ),
     path("api/agents/", views.api_agents, name="api-agents"),
     path("api/runs/<uuid:run_id>/cancel/", views.api_cancel_run, name="api-run-cancel"),
+    path("api/agui/", agui_views.api_agui_run, name="api-agui"),
+    path("api/agui/runs/<str:run_id>/", agui_views.api_agui_rejoin, name="api-agui-rejoin"),
 ]

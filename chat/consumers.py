@@ -21,7 +21,7 @@ from chat.auth import header, principal_from_session_key
 from chat.broadcaster import worker_group
 from chat.closing import ENDINGS, End, flush_quietly, record_ending
 from chat.connections import ConnectionTracker
-from chat.delivery import Delivery
+from chat.delivery import Delivery, TextSink
 from chat.errors import (
     ErrorCode,
     NetraError,
@@ -151,7 +151,7 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
             channel_name=self.channel_name,
             thread_id=admitted.thread_id,
             token_id=admitted.principal.token_id,
-            send_text=self._send_text,
+            sink=TextSink(self._send_text),
             connection_id=self.tracker.id,
             extra_groups=(*session_groups(admitted.principal), worker_group()),
         )

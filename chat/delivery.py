@@ -1,10 +1,13 @@
-"""Delivery of a thread's run events to one socket: in seq order, with no gap and no double.
+"""Delivery of a thread's run events to one client: in seq order, with no gap and no double.
 
 The event log is the source of truth; the channel layer is only the fast path, and it
 loses messages silently (over capacity, while Redis reconnects, after a Redis restart has
 forgotten the group memberships). So a socket remembers the last seq it sent, fills any gap
 from the log before forwarding, asks the log for a lost tail once events stop arriving,
 and re-joins its groups now and then (docs/architecture.md).
+
+The client is a `Sink`: a WebSocket (`TextSink` over the consumer's send) or a Server-Sent
+Events response (chat/sse.py); both get the same guarantee from the same code.
 """
 
 import asyncio
@@ -13,7 +16,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -36,12 +39,39 @@ LAST_EVENT = "agent_completed"
 SendText = Callable[[str], Awaitable[None]]
 
 
-class Delivery:
-    """What one socket has been sent of its thread's log, and how it stays gapless.
+class Sink(Protocol):
+    """Where a Delivery writes: run events (with their seq and type, which an SSE stream
+    puts in its `id:` and `event:` lines) and the other frames (`resume_complete`)."""
 
-    Its coroutines other than the watch run on the consumer's dispatch, one at a time, so
-    `last_seq` is never raced; the watch only queues a `tail.check` to the socket's own
-    channel, which the consumer hands back to `check_tail`.
+    async def send_event(self, seq: int, event_type: str, text: str) -> None:
+        """Writes one run event, `text` being its envelope as JSON."""
+
+    async def send_frame(self, text: str) -> None:
+        """Writes a frame that is not a run event (JSON text)."""
+
+
+class TextSink:
+    """The sink of a socket: every event and frame is one text message."""
+
+    def __init__(self, send_text: SendText) -> None:
+        self.send_text = send_text
+
+    async def send_event(self, seq: int, event_type: str, text: str) -> None:
+        """Sends the envelope as it is."""
+        await self.send_text(text)
+
+    async def send_frame(self, text: str) -> None:
+        """Sends the frame as it is."""
+        await self.send_text(text)
+
+
+class Delivery:
+    """What one client (a socket, an SSE stream) has been sent of its thread's log, and
+    how it stays gapless.
+
+    Its coroutines other than the watch run one at a time (on the consumer's dispatch, or
+    the SSE stream's feeding task), so `last_seq` is never raced; the watch only queues a
+    `tail.check` to the client's own channel, which comes back to `check_tail`.
     """
 
     def __init__(
@@ -51,7 +81,7 @@ class Delivery:
         channel_name: str,
         thread_id: uuid.UUID,
         token_id: uuid.UUID | None,
-        send_text: SendText,
+        sink: Sink,
         connection_id: uuid.UUID,
         extra_groups: tuple[str, ...] = (),
     ) -> None:
@@ -62,7 +92,7 @@ class Delivery:
         if token_id is not None:  # a socket opened with a token goes when the token does
             self.groups += (token_group(token_id),)
         self.groups += extra_groups  # e.g. a cookie socket's session groups
-        self.send_text = send_text
+        self.sink = sink
         self.connection_id = connection_id
         self.last_seq = 0
         self.last_event_at = 0.0
@@ -169,7 +199,7 @@ class Delivery:
             return
         if seq > self.last_seq + 1:
             await self.fill_gap(up_to=seq - 1)
-        await self.send_text(message["text"])
+        await self.sink.send_event(seq, message["event_type"], message["text"])
         self.last_seq = seq
         metrics.EVENTS_DELIVERED.labels(type=message["event_type"]).inc()
         metrics.EVENT_DELIVERY_SECONDS.observe(max(0.0, time.time() - message["emitted_at"]))
@@ -199,7 +229,7 @@ class Delivery:
                 thread_id=self.thread_id, after_seq=self.last_seq, limit=REPLAY_PAGE, up_to=up_to
             )
             for seq, last_type, text in missing:
-                await self.send_text(text)
+                await self.sink.send_event(seq, last_type, text)
                 self.last_seq = seq
                 metrics.EVENTS_DELIVERED.labels(type=last_type).inc()
             if missing:
@@ -223,8 +253,8 @@ class Delivery:
             page = await database_sync_to_async(encoded_events_after)(
                 thread_id=self.thread_id, after_seq=cursor, limit=REPLAY_PAGE
             )
-            for _, _, text in page:
-                await self.send_text(text)
+            for seq, event_type, text in page:
+                await self.sink.send_event(seq, event_type, text)
             if page:
                 first = page[0][0] if first is None else first
                 cursor = page[-1][0]
@@ -238,4 +268,4 @@ class Delivery:
             "last_seq": self.last_seq,
             "recovered": recovered,
         }
-        await self.send_text(encode(complete))
+        await self.sink.send_frame(encode(complete))

@@ -119,3 +119,14 @@ def thread_resume_seq(*, thread: Thread) -> int:
         thread=thread, run_id=run_id, type=EventType.AGENT_COMPLETED, seq__lte=thread.last_seq
     ).exists()
     return thread.last_seq if ended else seq - 1
+
+
+def run_first_seq(*, thread_id: uuid.UUID, run_id: uuid.UUID) -> int | None:
+    """The seq of a run's first logged event, or None before it has one."""
+    seq = (
+        Event.objects.filter(thread_id=thread_id, run_id=run_id)
+        .order_by("seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return None if seq is None else int(seq)

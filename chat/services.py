@@ -10,7 +10,7 @@ from django.utils import timezone
 from chat import metrics
 from chat.auth import TOKEN_PREFIX, hash_token
 from chat.broadcaster import session_group, token_group, user_sessions_group
-from chat.errors import report_exception, unknown_agent
+from chat.errors import report_exception, thread_not_found, unknown_agent
 from chat.models import ApiToken, Thread, default_agent
 from chat.ports import configured_agents
 
@@ -82,4 +82,15 @@ def thread_rename(*, thread: Thread, title: str) -> Thread:
     """Gives `thread` a new title (stripped and cut to 200 characters; empty: the default)."""
     thread.title = title.strip()[:MAX_TITLE]
     thread.save(update_fields=["title"])
+    return thread
+
+
+def thread_get_or_create(*, thread_id: Any, owner: Any, title: str = "") -> Thread:
+    """Returns `owner`'s thread `thread_id`, creating it under that id if no thread has it
+    (an AG-UI client names its threads); raises thread_not_found for anyone else's."""
+    thread, _ = Thread.objects.get_or_create(
+        pk=thread_id, defaults={"owner": owner, "title": title.strip()[:MAX_TITLE]}
+    )
+    if thread.owner_id != owner.pk or thread.is_probe:
+        raise thread_not_found()
     return thread

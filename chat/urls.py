@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from chat import health, views
+from chat import health, sse_views, views
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -22,4 +22,9 @@ urlpatterns = [
         name="api-thread-history",
     ),
     path("api/threads/<uuid:thread_id>/events/", views.api_thread_events, name="api-thread-events"),
+    path(
+        "api/threads/<uuid:thread_id>/stream/",
+        sse_views.api_thread_stream,
+        name="api-thread-stream",
+    ),
 ]

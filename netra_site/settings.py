@@ -191,6 +191,17 @@ BACKGROUND_TASKS = env.bool("BACKGROUND_TASKS", default=True)
 PROCESS_HEARTBEAT_INTERVAL = env.float("PROCESS_HEARTBEAT_INTERVAL", default=5.0)
 PROCESS_STALE_AFTER = env.float("PROCESS_STALE_AFTER", default=30.0)
 
+# --- Streams over HTTP: SSE and AG-UI (docs/protocol.md) ------------------------------------
+# A `: keep-alive` comment this often while a stream is idle.
+SSE_KEEPALIVE_SECONDS = env.float("SSE_KEEPALIVE_SECONDS", default=15.0)
+# A stream whose client reads too slowly holds at most this many events; when no room is
+# made for SSE_STALL_TIMEOUT seconds it ends with a final comment (the client resumes).
+SSE_MAX_BUFFERED_EVENTS = env.int("SSE_MAX_BUFFERED_EVENTS", default=1000)
+SSE_STALL_TIMEOUT = env.float("SSE_STALL_TIMEOUT", default=30.0)
+# After this many bytes a stream ends with a final comment and the client reconnects: what
+# a server without back-pressure (daphne) buffers for an unread connection stays bounded.
+SSE_MAX_STREAM_BYTES = env.int("SSE_MAX_STREAM_BYTES", default=16 * 1024 * 1024)
+
 # --- Agent runs ----------------------------------------------------------------------------
 RUN_STALE_AFTER = env.float("RUN_STALE_AFTER", default=30.0)
 RUN_HEARTBEAT_INTERVAL = env.float("RUN_HEARTBEAT_INTERVAL", default=2.0)

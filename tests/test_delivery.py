@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from chat import delivery as delivery_module
 from chat.broadcaster import thread_group, token_group
-from chat.delivery import Delivery
+from chat.delivery import Delivery, TextSink
 from chat.errors import NetraError
 from chat.events import event_append
 from chat.protocol import encode
@@ -86,7 +86,7 @@ def make(thread: Any, token_id: uuid.UUID | None = None) -> tuple[Delivery, Fake
         channel_name="test.channel",
         thread_id=thread.id,
         token_id=token_id,
-        send_text=socket.send_text,
+        sink=TextSink(socket.send_text),
         connection_id=uuid.uuid4(),
     )
     return delivery, socket, layer
