@@ -97,6 +97,11 @@ class AgentService:
         """The names of the agents a thread may choose."""
         return self.agents.names
 
+    def agent_description(self, name: str) -> str | None:
+        """What the agent of that name is for, or None if it is not configured."""
+        agent = self.agents.get(name)
+        return None if agent is None else str(agent.description)
+
     # --- commands -------------------------------------------------------------------------
 
     async def submit(

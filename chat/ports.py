@@ -42,6 +42,9 @@ class AgentServicePort(Protocol):
     def agent_names(self) -> list[str]:
         """The names of the agents a thread may choose (NETRA_AGENTS and the built-ins)."""
 
+    def agent_description(self, name: str) -> str | None:
+        """What the agent of that name is for, or None if no such agent is configured."""
+
     def ensure_background(self) -> None:
         """Starts the process's heartbeat and reaper tasks if they are not running."""
 
@@ -60,3 +63,9 @@ def configured_agents() -> list[str]:
     """Returns the names of the agents a thread may choose (none without the service)."""
     service = agent_service()
     return [] if service is None else service.agent_names
+
+
+def agent_description(name: str) -> str | None:
+    """Returns what the agent of that name is for, or None if it is not configured."""
+    service = agent_service()
+    return None if service is None else service.agent_description(name)

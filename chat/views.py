@@ -20,7 +20,7 @@ from chat.auth import Principal
 from chat.errors import ErrorCode, NetraError, rate_limited, thread_not_found
 from chat.events import events_after, isoformat, resume_recovered
 from chat.models import Message, Thread, default_agent
-from chat.ports import configured_agents
+from chat.ports import agent_description, configured_agents
 from chat.protocol import MAX_SEQ
 
 
@@ -106,6 +106,8 @@ def thread_detail(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
             "threads": selectors.thread_list(user=request.user)[:50],
             "history": history,
             "resume_after": selectors.thread_resume_seq(thread=thread),
+            "agent_description": agent_description(thread.agent),
+            "several_agents": len(configured_agents()) > 1,
         },
     )
 

@@ -531,6 +531,8 @@ def test_the_new_thread_form_offers_the_agents_when_more_than_one(
 ) -> None:
     log_in(page, server, new_user(server))
     expect(page.get_by_label("Agent")).to_have_count(0)  # one agent: no picker
+    open_new_thread(page, "Just one agent")
+    expect(page.locator("#thread-agent")).to_have_count(0)  # nothing to tell apart
 
     two = servers.start(env={"NETRA_AGENTS": "echo=tests.agentmods.good.EchoAgent"})
     try:
@@ -540,6 +542,10 @@ def test_the_new_thread_form_offers_the_agents_when_more_than_one(
         expect(picker).to_have_value("builtin")
         picker.select_option("echo")
         open_new_thread(page, "Sums")
+        # The thread page names its agent and what it is for.
+        expect(page.locator("#thread-agent")).to_have_text(
+            "Answered by echo: Computes what you write with the calculator."
+        )
         ask(page, "6*7")
         run = last_run(page)
         expect(run).to_have_attribute("data-state", "completed")

@@ -115,7 +115,7 @@ async def test_kill_9_mid_tool_and_mid_answer_the_run_continues_elsewhere(
                 e for e in logged if e["type"] == "tool_completed" and e["seq"] > interrupted["seq"]
             )
             assert completion["data"]["error"]["code"] == "interrupted"
-            assert "6*7 = 42." in done["data"]["text"]
+            assert "`6*7` = 42." in done["data"]["text"]
         else:
             assert done["data"]["text"].count("I am the built-in offline agent.") == 1
         figures[f"{case}_first_continued_event_after_kill_s"] = round(first_continued, 2)
@@ -228,7 +228,7 @@ async def _single_process_restart(
     await asyncio.to_thread(server.start)
     restarted_at = time.monotonic()
     done = await client.follow(completed_run(ack["run_id"]), timeout=30)
-    assert done["data"]["status"] == "completed" and "6*7 = 42." in done["data"]["text"]
+    assert done["data"]["status"] == "completed" and "`6*7` = 42." in done["data"]["text"]
     events = [e for e in client.events if e["run_id"] == ack["run_id"]]
     assert run_violations(events) == [], run_violations(events)
     assert sum(1 for e in events if is_resumed(e)) == 1

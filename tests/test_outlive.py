@@ -168,7 +168,7 @@ async def test_killed_mid_tool_completes_the_call_as_interrupted_and_continues(
         ("tool_completed", "interrupted"),
     ]
     final = events[-1]["data"]
-    assert final["status"] == "completed" and "6*7 = 42." in final["text"]
+    assert final["status"] == "completed" and "`6*7` = 42." in final["text"]
     run = await database_sync_to_async(AgentRun.objects.get)(pk=result.run_id)
     assert (run.attempt, run.resumes, run.worker_id) == (2, 1, service.worker_id)
     reasons = await database_sync_to_async(
@@ -289,7 +289,7 @@ async def test_a_message_reaching_a_draining_worker_is_accepted_and_released(
     await service.wait_idle()
     events = await logged(thread)
     assert run_violations(events) == []
-    assert events[-1]["data"]["text"] == "2+2 = 4."
+    assert events[-1]["data"]["text"] == "`2+2` = 4."
     run = await database_sync_to_async(AgentRun.objects.get)(pk=result.run_id)
     assert (run.attempt, run.resumes, run.released) == (2, 0, False)
 

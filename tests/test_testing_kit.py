@@ -60,9 +60,9 @@ async def test_run_agent_with_a_name_on_a_given_thread(user: Any, service: Any) 
     for events in (first, second):
         assert_run_invariants(events)
         assert {e["run_id"] for e in events} == {events[0]["run_id"]}, "one run's events only"
-    assert first[-1]["data"]["text"] == "12*7 = 84."
+    assert first[-1]["data"]["text"] == "`12*7` = 84."
     assert second[0]["seq"] == first[-1]["seq"] + 1
-    assert second[-1]["data"]["text"] == "2+3 = 5."
+    assert second[-1]["data"]["text"] == "`2+3` = 5."
 
 
 async def test_run_agent_refuses_an_unknown_name() -> None:

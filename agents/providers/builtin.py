@@ -53,13 +53,15 @@ def compose_answer(outcomes: list[ToolOutcome]) -> str:
     for outcome in outcomes:
         if outcome.tool == "calculator":
             if outcome.ok:
+                # In backticks: the answer is Markdown, where `2*3 ... 4*5` would be italics.
                 sentences.append(
-                    f"{outcome.result['expression']} = {_format(outcome.result['value'])}."
+                    f"`{outcome.result['expression']}` = {_format(outcome.result['value'])}."
                 )
             else:
                 assert outcome.error is not None
-                expression = (outcome.args or {}).get("expression", "One expression")
-                sentences.append(f"{expression} could not be computed: {outcome.error['message']}.")
+                expression = (outcome.args or {}).get("expression")
+                label = f"`{expression}`" if expression else "One expression"
+                sentences.append(f"{label} could not be computed: {outcome.error['message']}.")
         elif outcome.tool == "clock":
             if outcome.ok:
                 r = outcome.result
