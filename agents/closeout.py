@@ -37,36 +37,8 @@ async def close_out(
         if delay:
             await asyncio.sleep(delay)
         try:
-            if not emitter.is_started:
-                await emitter.started(
-                    in_transaction=functools.partial(
-                        services.run_mark_running, run_id=spec.run_id, worker_id=worker_id
-                    )
-                )
-            for call_id, tool in list(emitter.open_calls.items()):
-                await emitter.tool_completed(
-                    tool_call_id=call_id,
-                    tool=tool,
-                    status="error",
-                    duration_ms=0,
-                    error={
-                        "code": failure.code if failure else "interrupted",
-                        "message": "The call was interrupted.",
-                    },
-                )
-            if failure is not None and emitter.error is None:
-                await emitter.failed(failure)
-            await emitter.completed(
-                final,
-                in_transaction=functools.partial(
-                    services.run_mark_finished,
-                    spec=spec,
-                    worker_id=worker_id,
-                    status=final,
-                    text=emitter.text,
-                    error_code=failure.code if failure else "",
-                    error_message=failure.message if failure else "",
-                ),
+            await _emit_what_is_owed(
+                emitter, spec, worker_id=worker_id, final=final, failure=failure
             )
         except RunOwnershipLostError:
             logger.warning("run was closed by another worker", extra={"run_id": spec.run_id})
@@ -107,6 +79,44 @@ async def close_out(
         extra={"run_id": spec.run_id, "thread_id": spec.thread_id},
     )
     return False
+
+
+async def _emit_what_is_owed(
+    emitter: RunEmitter, spec: RunSpec, *, worker_id: str, final: str, failure: AgentFailure | None
+) -> None:
+    """One try of the close-out: each step is skipped once the emitter has it logged, so a
+    retry after a database error picks up where the last try stopped."""
+    if not emitter.is_started:
+        await emitter.started(
+            in_transaction=functools.partial(
+                services.run_mark_running, run_id=spec.run_id, worker_id=worker_id
+            )
+        )
+    for call_id, tool in list(emitter.open_calls.items()):
+        await emitter.tool_completed(
+            tool_call_id=call_id,
+            tool=tool,
+            status="error",
+            duration_ms=0,
+            error={
+                "code": failure.code if failure else "interrupted",
+                "message": "The call was interrupted.",
+            },
+        )
+    if failure is not None and emitter.error is None:
+        await emitter.failed(failure)
+    await emitter.completed(
+        final,
+        in_transaction=functools.partial(
+            services.run_mark_finished,
+            spec=spec,
+            worker_id=worker_id,
+            status=final,
+            text=emitter.text,
+            error_code=failure.code if failure else "",
+            error_message=failure.message if failure else "",
+        ),
+    )
 
 
 async def reap_stale_runs(broadcaster: Broadcaster, *, worker_id: str, stale_after: float) -> int:

@@ -229,7 +229,9 @@ class AgentService:
 
     async def _execute(self, handle: RunHandle) -> None:
         """Runs the agent between agent_started and the close-out. A continued run first
-        goes through continuation.resume. Each way a run can end is one branch below."""
+        goes through continuation.resume. Each way a run can end is one branch below: one
+        function on purpose, so that every ending, cancellation included, reaches the one
+        close-out after the try."""
         spec, emitter = handle.spec, handle.emitter
         metrics.RUNS_ACTIVE.inc()
         status, failure = "failed", None
