@@ -15,7 +15,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from agents import continuation, selectors, services
+from agents import approval_flow, approvals, continuation, selectors, services
+from agents.approval_flow import ApprovalPending
 from agents.closeout import WORKER_LOST, close_out, reap_stale_runs
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
@@ -132,11 +133,58 @@ class AgentService:
         return result
 
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
-        """Stops a run: here at once, on another worker at its next heartbeat."""
+        """Stops a run: here at once, on another worker at its next heartbeat. A waiting
+        run is taken over here: its approvals denied ("run cancelled"), then it ends."""
+        adoption = await database_sync_to_async(approvals.run_cancel_waiting)(
+            run_id=run_id, user=user, worker_id=self.worker_id
+        )
+        if adoption is not None:
+            await self.continue_adopted(adoption)
+            return
         await database_sync_to_async(services.run_request_cancel)(run_id=run_id, user=user)
         handle = self.runs.get(run_id)
         if handle is not None:
             handle.request_cancel()
+
+    async def resolve_approval(
+        self, *, approval_id: uuid.UUID, user: Any, decision: str, comment: str = ""
+    ) -> None:
+        """Answers an approval of the user's (`approve` or `deny`) and continues its run on
+        this worker; raises approval_not_found (404) and approval_resolved (409)."""
+        adoption = await database_sync_to_async(approvals.run_resolve_approval)(
+            approval_id=approval_id,
+            user=user,
+            decision=approval_flow.DECISIONS[decision],
+            comment=comment,
+            worker_id=self.worker_id,
+        )
+        if adoption is not None:
+            await self.continue_adopted(adoption)
+
+    async def expire_approvals(self) -> int:
+        """Resolves the approvals past APPROVAL_TIMEOUT as expired and continues their runs
+        here (the background sweep); refreshes the pending-approval gauges."""
+        adoptions = await database_sync_to_async(approvals.run_expire_approvals)(
+            worker_id=self.worker_id
+        )
+        for adoption in adoptions:
+            await self.continue_adopted(adoption)
+        pending, oldest = await database_sync_to_async(approvals.pending_summary)()
+        metrics.APPROVALS_PENDING.set(pending)
+        metrics.APPROVAL_OLDEST_PENDING.set(oldest)
+        return len(adoptions)
+
+    async def pending_approvals(self, *, thread_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The thread's approvals waiting for an answer (the thread JSON lists them)."""
+        return await database_sync_to_async(approvals.pending_approvals)(thread_id=thread_id)
+
+    async def continue_adopted(self, adoption: Adoption) -> None:
+        """Rebuilds a taken-over run's emitter from its journal and continues it here."""
+        journal = await database_sync_to_async(selectors.run_journal)(spec=adoption.spec)
+        emitter = selectors.emitter_from_journal(
+            broadcaster=self.broadcaster, spec=adoption.spec, journal=journal
+        )
+        self.start_adopted(adoption, emitter)
 
     async def stop_thread_runs(self, *, thread_id: uuid.UUID, wait: float) -> list[uuid.UUID]:
         """Cancels the thread's active runs (here at once, elsewhere at the next heartbeat)
@@ -236,7 +284,8 @@ class AgentService:
                     )
                 )
             handle.started = True
-            if handle.cancel_requested:
+            answered = handle.adoption is not None and handle.adoption.reason == "approval"
+            if handle.cancel_requested and not answered:  # an answered run settles first
                 raise asyncio.CancelledError
             agent = self.agents.get(spec.agent)
             if agent is None:
@@ -253,11 +302,16 @@ class AgentService:
                         adoption=handle.adoption,
                         emitter=emitter,
                         dispatcher=self.dispatcher,
+                        allowed=tools.allowed,
                     )
+                if handle.cancel_requested:
+                    raise asyncio.CancelledError
                 await agent.run(
                     RunInput(text=spec.text, history=history, journal=journal), emitter, tools
                 )
             status = "completed"
+        except ApprovalPending:
+            return  # the run waits, held by nobody; its answer continues it (approval_flow)
         except asyncio.CancelledError:
             if handle.lost or handle.released:
                 return
@@ -362,6 +416,7 @@ class AgentService:
                 if time.monotonic() >= next_sweep and not self.draining:
                     next_sweep = time.monotonic() + settings.RUN_REAPER_INTERVAL
                     await continuation.adopt_runs(self)
+                    await self.expire_approvals()
             except DatabaseError as exc:
                 logger.warning("heartbeat or adoption sweep failed: %s", exc)
             except Exception as exc:  # noqa: BLE001 - reported; the loop must keep beating

@@ -11,4 +11,7 @@ urlpatterns = [
     ),
     path("api/agents/", views.api_agents, name="api-agents"),
     path("api/runs/<uuid:run_id>/cancel/", views.api_cancel_run, name="api-run-cancel"),
+    path(
+        "api/approvals/<uuid:approval_id>/", views.api_answer_approval, name="api-approval-answer"
+    ),
 ]

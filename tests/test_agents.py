@@ -79,7 +79,12 @@ async def test_get_agents_lists_each_agent_with_its_tools(token: str, echo: Echo
     assert set(calculator) == {"name", "description", "parameters"}
     assert calculator["name"] == "calculator"
     assert calculator["parameters"]["properties"]["expression"]["type"] == "string"
-    assert [t["name"] for t in agents["builtin"]["tools"]] == ["calculator", "clock", "wait"]
+    assert [t["name"] for t in agents["builtin"]["tools"]] == [
+        "calculator",
+        "clock",
+        "wait",
+        "send_note",
+    ]
 
 
 async def test_get_agents_needs_credentials() -> None:
