@@ -13,8 +13,14 @@ from typing import Any
 import pytest
 
 from agents.invariants import run_violations
-from tests.cluster import REDIS_URL, Cluster, postgres_database, require_postgres, require_redis
-from tests.cluster import running_cluster
+from tests.cluster import (
+    REDIS_URL,
+    Cluster,
+    postgres_database,
+    require_postgres,
+    require_redis,
+    running_cluster,
+)
 from tests.servers import Server, Servers
 from tests.sockets import Socket, completed_run
 
@@ -220,7 +226,7 @@ async def test_a_pending_approval_survives_a_restart_of_the_server(servers: Serv
     await sock.close()
     server.stop()
     server.start()
-    status, thread = server.api("GET", f"/api/threads/{sock.thread_id}/", token)
+    _status, thread = server.api("GET", f"/api/threads/{sock.thread_id}/", token)
     assert [p["approval_id"] for p in thread["pending_approvals"]] == [asked["data"]["approval_id"]]
     again = Socket(server, sock.thread_id, token=token)
     assert (await again.open(after_seq=0))["type"] == "connection_established"
