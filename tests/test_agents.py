@@ -154,7 +154,7 @@ def test_entries_add_to_the_built_in_agents_or_replace_them() -> None:
     registry.load(
         {"echo": "tests.agentmods.good.EchoAgent"},
         default="builtin",
-        tool_names={"calculator", "clock", "wait"},
+        tool_names={"calculator", "clock", "wait", "send_note"},
         openai_configured=False,
     )
     assert registry.names == ["builtin", "echo"], "openai without a model is not offered"
@@ -164,7 +164,7 @@ def test_entries_add_to_the_built_in_agents_or_replace_them() -> None:
     registry.load(
         {"builtin": "tests.agentmods.good.EchoAgent"},
         default="builtin",
-        tool_names={"calculator", "clock", "wait"},
+        tool_names={"calculator", "clock", "wait", "send_note"},
         openai_configured=True,
     )
     assert registry.names == ["builtin", "openai"]

@@ -4,6 +4,7 @@ second answer and another user's approval, expiry by the sweep, the OpenAI-compa
 agent told the outcome, and invariant 6 in the checker. Over real sockets and across a
 restart: tests/test_approvals.py."""
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,10 +19,19 @@ from agents.emitter import RunEmitter
 from agents.invariants import run_violations
 from agents.models import AgentRun, Approval, RunStatus
 from agents.providers.base import RunInput
+from agents.testing import (
+    Reply,
+    ScriptedLLM,
+    call_piece,
+    call_start,
+    text_chunks,
+    tool_chunks,
+)
 from agents.tools import ToolContext, tool
 from chat import metrics
 from chat.errors import ErrorCode, NetraError
 from chat.events import events_after
+from tests import helpers
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -254,3 +264,44 @@ async def test_the_builtin_send_note_asks_then_sends(service: Any, user: Any, th
     assert events[-1]["data"]["text"] == "I sent the note: hello"
     count = AgentRun.objects.filter(thread_id=thread.id).count
     assert await database_sync_to_async(count)() == 1
+
+
+# --- the OpenAI-compatible agent is told each outcome -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("decision", "told"),
+    [
+        ("approve", {"result": {"sent": True, "note": "hi"}}),
+        ("deny", {"error": {"code": "denied", "message": "no thanks"}}),
+    ],
+)
+async def test_the_openai_agent_is_told_the_answer(
+    service: Any, user: Any, scripted_llm: ScriptedLLM, decision: str, told: dict[str, Any]
+) -> None:
+    thread = await database_sync_to_async(helpers.make_thread)(user, agent="openai")
+    scripted_llm.script(
+        Reply(
+            chunks=tool_chunks(
+                call_start(0, "call_n", "send_note"), call_piece(0, '{"text": "hi"}')
+            )
+        ),
+        Reply(chunks=text_chunks("Done as you said.")),
+    )
+    asked = await start_waiting(service, user, thread)
+    assert asked["data"]["tool_call_id"] == "call_n"
+    assert len(scripted_llm.requests) == 1, "nothing is asked of the model while waiting"
+    await service.resolve_approval(
+        approval_id=uuid.UUID(asked["data"]["approval_id"]),
+        user=user,
+        decision=decision,
+        comment="no thanks" if decision == "deny" else "",
+    )
+    await service.wait_idle(timeout=20)
+    events = await thread_events(thread)
+    assert run_violations(events) == []
+    again = scripted_llm.requests[1].body["messages"]
+    assert again[-2]["tool_calls"][0]["id"] == "call_n"
+    assert again[-1]["role"] == "tool" and again[-1]["tool_call_id"] == "call_n"
+    assert json.loads(again[-1]["content"]) == told
+    assert events[-1]["data"]["text"] == "Done as you said."
