@@ -51,6 +51,7 @@ def pending_card(page: Page, text: str) -> None:
     )
     expect(last_run(page).locator(".run-state")).to_have_text("Waiting for your approval")
     expect(page.locator("#announcer")).to_contain_text("asks for your approval")
+    expect(page.locator("#composer-note")).to_contain_text("waits for your approval")
 
 
 def test_approve_from_the_page_with_the_keyboard(page: Page, server: Server) -> None:

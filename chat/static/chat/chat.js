@@ -164,9 +164,12 @@ class ChatPage {
       reason = this.closedReason;
       canType = false;
     } else if (this.busy) {
+      const waiting = this.runs.get(this.activeRunId)?.root.dataset.state === "waiting";
       reason = this.cancelling
         ? "Cancelling the run…"
-        : "The agent is answering. You can write again when it has finished, or cancel the run.";
+        : waiting
+          ? "The agent waits for your approval above. Approve or deny it, or cancel the run."
+          : "The agent is answering. You can write again when it has finished, or cancel the run.";
       canType = false;
     } else if (this.connection !== "connected") {
       reason = "Not connected: you can send again once the connection is back.";

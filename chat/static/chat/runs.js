@@ -193,12 +193,6 @@ export class RunView {
     };
     approve.addEventListener("click", () => answer(ApprovalAnswer.APPROVE));
     deny.addEventListener("click", () => answer(ApprovalAnswer.DENY));
-    comment.addEventListener("keydown", (e) => {
-      if (e.key === "Enter") {
-        e.preventDefault();
-        answer(ApprovalAnswer.APPROVE);
-      }
-    });
     entry.approval.replaceChildren(box);
     entry.card.dataset.state = "waiting";
     entry.status.textContent = "waiting for your approval";
