@@ -14,6 +14,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from agents import approvals, continuation
 from agents.dispatcher import RunTools
 from agents.emitter import RunEmitter
 from agents.invariants import run_violations
@@ -305,3 +306,31 @@ async def test_the_openai_agent_is_told_the_answer(
     assert again[-1]["role"] == "tool" and again[-1]["tool_call_id"] == "call_n"
     assert json.loads(again[-1]["content"]) == told
     assert events[-1]["data"]["text"] == "Done as you said."
+
+
+async def test_an_answer_whose_worker_died_before_going_on_is_settled_by_adoption(
+    service: Any, user: Any, thread: Any, refunder: RefundAgent
+) -> None:
+    """The answer was recorded (the run taken over) by a worker that stopped before it
+    emitted anything: the adoption sweep continues the run and settles the answer first."""
+    asked = await start_waiting(service, user, thread)
+    adoption = await database_sync_to_async(approvals.run_resolve_approval)(
+        approval_id=uuid.UUID(asked["data"]["approval_id"]),
+        user=user,
+        decision="approved",
+        comment="",
+        worker_id="worker-that-died",
+    )
+    assert adoption is not None
+    await database_sync_to_async(AgentRun.objects.filter(pk=asked["run_id"]).update)(
+        heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+    assert await continuation.adopt_runs(service) == 1
+    await service.wait_idle(timeout=20)
+    events = await thread_events(thread)
+    assert run_violations(events) == []
+    types = [e["type"] for e in events[6:]]
+    assert types[:3] == ["agent_thinking", "approval_resolved", "tool_completed"]
+    assert events[6]["data"]["resumed"] is True
+    assert events[8]["data"]["status"] == "ok"
+    assert events[-1]["data"]["text"] == "ok ok"

@@ -139,6 +139,8 @@ async def test_http_answer_then_409_and_another_users_404(server: Server, token:
         "POST", f"/api/approvals/{approval_id}/", other, {"decision": "approve"}
     )
     assert (status, body["error"]["code"]) == (404, "approval_not_found")
+    status, body = server.api("GET", f"/api/threads/{sock.thread_id}/", other)
+    assert (status, body["error"]["code"]) == (404, "thread_not_found")
     status, body = server.api(
         "POST", f"/api/approvals/{approval_id}/", token, {"decision": "approve", "comment": "ok"}
     )
