@@ -21,7 +21,7 @@ from django.conf import settings
 
 from agents import approvals, selectors
 from agents.emitter import RunEmitter
-from agents.services import RunSpec
+from agents.services import Adoption, RunSpec
 from agents.tooldef import Tool, ToolContext
 from chat import metrics
 from chat.errors import report_exception
@@ -155,3 +155,47 @@ async def settle_pending(
             error=error,
             duration_ms=0,
         )
+
+
+class ApprovalCommands:
+    """The agent service's approval commands (agents/runtime.py's AgentService mixes them
+    in): whichever worker receives an answer, or finds an approval expired, continues its
+    run here through `continue_adopted`."""
+
+    worker_id: str
+
+    async def continue_adopted(self, adoption: Adoption) -> None:
+        """Continues a taken-over run on this worker (AgentService defines it)."""
+        raise NotImplementedError
+
+    async def resolve_approval(
+        self, *, approval_id: uuid.UUID, user: Any, decision: str, comment: str = ""
+    ) -> None:
+        """Answers an approval of the user's (`approve` or `deny`) and continues its run on
+        this worker; raises approval_not_found (404) and approval_resolved (409)."""
+        adoption = await database_sync_to_async(approvals.run_resolve_approval)(
+            approval_id=approval_id,
+            user=user,
+            decision=DECISIONS[decision],
+            comment=comment,
+            worker_id=self.worker_id,
+        )
+        if adoption is not None:
+            await self.continue_adopted(adoption)
+
+    async def expire_approvals(self) -> int:
+        """Resolves the approvals past APPROVAL_TIMEOUT as expired and continues their runs
+        here (the background sweep); refreshes the pending-approval gauges."""
+        adoptions = await database_sync_to_async(approvals.run_expire_approvals)(
+            worker_id=self.worker_id
+        )
+        for adoption in adoptions:
+            await self.continue_adopted(adoption)
+        pending, oldest = await database_sync_to_async(approvals.pending_summary)()
+        metrics.APPROVALS_PENDING.set(pending)
+        metrics.APPROVAL_OLDEST_PENDING.set(oldest)
+        return len(adoptions)
+
+    async def pending_approvals(self, *, thread_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The thread's approvals waiting for an answer (the thread JSON lists them)."""
+        return await database_sync_to_async(approvals.pending_approvals)(thread_id=thread_id)

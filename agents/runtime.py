@@ -15,8 +15,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from agents import approval_flow, approvals, continuation, selectors, services
-from agents.approval_flow import ApprovalPending
+from agents import approvals, continuation, selectors, services
+from agents.approval_flow import ApprovalCommands, ApprovalPending
 from agents.closeout import WORKER_LOST, close_out, reap_stale_runs
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
@@ -80,8 +80,9 @@ class RunHandle:
 
 
 @dataclass
-class AgentService:
-    """Runs agents for user messages; reached by the chat layer through the app registry."""
+class AgentService(ApprovalCommands):
+    """Runs agents for user messages; reached by the chat layer through the app registry.
+    Its approval commands (answer, expire, list pending) are in agents/approval_flow.py."""
 
     broadcaster: Broadcaster
     agents: AgentRegistry
@@ -145,38 +146,6 @@ class AgentService:
         handle = self.runs.get(run_id)
         if handle is not None:
             handle.request_cancel()
-
-    async def resolve_approval(
-        self, *, approval_id: uuid.UUID, user: Any, decision: str, comment: str = ""
-    ) -> None:
-        """Answers an approval of the user's (`approve` or `deny`) and continues its run on
-        this worker; raises approval_not_found (404) and approval_resolved (409)."""
-        adoption = await database_sync_to_async(approvals.run_resolve_approval)(
-            approval_id=approval_id,
-            user=user,
-            decision=approval_flow.DECISIONS[decision],
-            comment=comment,
-            worker_id=self.worker_id,
-        )
-        if adoption is not None:
-            await self.continue_adopted(adoption)
-
-    async def expire_approvals(self) -> int:
-        """Resolves the approvals past APPROVAL_TIMEOUT as expired and continues their runs
-        here (the background sweep); refreshes the pending-approval gauges."""
-        adoptions = await database_sync_to_async(approvals.run_expire_approvals)(
-            worker_id=self.worker_id
-        )
-        for adoption in adoptions:
-            await self.continue_adopted(adoption)
-        pending, oldest = await database_sync_to_async(approvals.pending_summary)()
-        metrics.APPROVALS_PENDING.set(pending)
-        metrics.APPROVAL_OLDEST_PENDING.set(oldest)
-        return len(adoptions)
-
-    async def pending_approvals(self, *, thread_id: uuid.UUID) -> list[dict[str, Any]]:
-        """The thread's approvals waiting for an answer (the thread JSON lists them)."""
-        return await database_sync_to_async(approvals.pending_approvals)(thread_id=thread_id)
 
     async def continue_adopted(self, adoption: Adoption) -> None:
         """Rebuilds a taken-over run's emitter from its journal and continues it here."""
