@@ -1,10 +1,14 @@
-"""Admin: runs with their attempts (which worker ran each part) and event timeline."""
+"""Admin: runs with their attempts (which worker ran each part) and event timeline;
+approvals, pending ones first, with their run, user and age."""
 
 from django.contrib import admin
+from django.db.models import F
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.timesince import timesince
 
-from agents.models import AgentRun, RunAttempt
+from agents.models import AgentRun, Approval, RunAttempt
 from chat.admin import AppendOnlyAdmin
 from chat.models import Event
 
@@ -90,3 +94,39 @@ class AgentRunAdmin(AppendOnlyAdmin):
         return format_html(
             "<table><tr><th>seq</th><th>time</th><th>type</th><th>data</th></tr>{}</table>", body
         )
+
+
+@admin.register(Approval)
+class ApprovalAdmin(AppendOnlyAdmin):
+    """Approvals asked by tools; answered by the run's user only (web chat, socket, API)."""
+
+    list_display = ("id", "run", "user", "tool", "reason", "age", "expires_at", "decision")
+    list_filter = ("decision", "tool")  # decision "-" (empty): the pending ones
+    ordering = (F("decision").asc(nulls_first=True), "-created_at")  # pending first
+    list_select_related = ("run", "run__user")
+    search_fields = ("=id", "=run__id", "run__user__username", "tool")
+    readonly_fields = (
+        "id",
+        "run",
+        "user",
+        "tool_call_id",
+        "tool",
+        "args",
+        "reason",
+        "created_at",
+        "expires_at",
+        "decision",
+        "comment",
+        "resolved_at",
+        "resolved_by",
+    )
+
+    @admin.display(description="user", ordering="run__user__username")
+    def user(self, obj: Approval) -> str:
+        """The run's user: the one who may answer."""
+        return str(obj.run.user)
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: Approval) -> str:
+        """How long it has been waiting (or waited, until its answer)."""
+        return timesince(obj.created_at, obj.resolved_at or timezone.now())

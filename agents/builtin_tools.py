@@ -1,4 +1,4 @@
-"""The built-in tools: calculator, clock and wait, always registered."""
+"""The built-in tools: calculator, clock, wait and send_note, always registered."""
 
 import ast
 import asyncio
@@ -128,6 +128,26 @@ async def wait(seconds: Annotated[float, Field(strict=True)]) -> dict[str, Any]:
     return {"waited": seconds}
 
 
+MAX_NOTE = 500
+
+
+def _ask_to_send(args: dict[str, Any], context: Any) -> str:
+    """The approval policy of send_note: always ask, quoting the note."""
+    return f"Send this note to the thread: {str(args.get('text', '')).strip()[:200]}"
+
+
+@tool(timeout=2.0, requires_approval=_ask_to_send)
+async def send_note(
+    text: Annotated[str, Field(min_length=1, max_length=MAX_NOTE)],
+) -> dict[str, Any]:
+    """Sends a note to the thread; it asks the user for approval first (a demo of approvals)."""
+    note = text.strip()
+    if not note:
+        raise ToolError("bad_arguments", "'text' must not be blank.")
+    return {"sent": True, "note": note}
+
+
 CALCULATOR = calculator
 CLOCK = clock
 WAIT = wait
+SEND_NOTE = send_note

@@ -92,6 +92,10 @@ async def _emit_what_is_owed(
                 services.run_mark_running, run_id=spec.run_id, worker_id=worker_id
             )
         )
+    for approval_id in list(emitter.pending_approvals):  # invariant 6, even now
+        await emitter.approval_resolved(
+            approval_id=approval_id, decision="denied", comment="The run ended."
+        )
     for call_id, tool in list(emitter.open_calls.items()):
         await emitter.tool_completed(
             tool_call_id=call_id,

@@ -16,9 +16,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from agents import selectors, services
+from agents.approval_flow import settle_pending
 from agents.closeout import WORKER_LOST
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
+from agents.errors import AgentFailure
 from agents.providers.base import can_continue
 from agents.services import Adoption
 from chat import metrics
@@ -76,16 +78,36 @@ async def adopt_runs(service: "AgentService") -> int:
     return taken
 
 
+CANNOT_CONTINUE = AgentFailure(
+    "agent_unavailable",
+    "This agent cannot continue a run after an approval; send the message again.",
+    retryable=False,
+)
+
+
 async def resume(
-    *, agent: Any, adoption: Adoption, emitter: RunEmitter, dispatcher: ToolDispatcher
+    *,
+    agent: Any,
+    adoption: Adoption,
+    emitter: RunEmitter,
+    dispatcher: ToolDispatcher,
+    allowed: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Prepares a started run for its agent to go on; returns the journal to give it.
 
-    Raises WORKER_LOST (an AgentFailure: the run then closes out as failed) when the run
-    cannot be continued, and the logged failure of a run that was already failing."""
+    A run taken over with an approval's answer (reason `approval`) settles that approval
+    (agents/approval_flow.py) and goes on without a resumed agent_thinking; it is not a
+    continuation after a lost worker. Raises WORKER_LOST (an AgentFailure: the run then
+    closes out as failed) when the run cannot be continued, and the logged failure of a
+    run that was already failing."""
     spec = adoption.spec
     if emitter.error is not None:  # it was failing when its worker stopped: it still fails
         raise emitter.error
+    if adoption.reason == "approval":
+        await settle_pending(emitter=emitter, spec=spec, dispatcher=dispatcher, allowed=allowed)
+        if not can_continue(agent):
+            raise CANNOT_CONTINUE
+        return await database_sync_to_async(selectors.run_journal)(spec=spec)
     if not can_continue(agent) or adoption.resumes > settings.RUN_MAX_RESUMES:
         logger.warning(
             "run cannot be continued (%s); ending it with worker_lost",
@@ -97,6 +119,8 @@ async def resume(
         raise WORKER_LOST
     metrics.RUNS_RESUMED.labels(reason=adoption.reason).inc()
     await emitter.resumed(RESUMED_TEXT.get(adoption.reason, RESUMED_TEXT["worker_lost"]))
+    # An answer recorded just before the former worker stopped is settled first.
+    await settle_pending(emitter=emitter, spec=spec, dispatcher=dispatcher, allowed=allowed)
     journal = await database_sync_to_async(selectors.run_journal)(spec=spec)
     for call in fold_run(journal).open_calls.values():
         tool = dispatcher.registry.get(call.tool)

@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from pydantic import BaseModel
 
 from agents import selectors
+from agents.approval_flow import ApprovalPending, approval_reason, request_approval
 from agents.emitter import RunEmitter
 from agents.errors import ToolCrashedError, ToolError
 from agents.tools import Tool, ToolContext, ToolRegistry
@@ -132,9 +133,15 @@ class ToolDispatcher:
         argument_error: str | None = None,
         allowed: frozenset[str] | None = None,
         context: ToolContext | None = None,
+        approved: bool = False,
     ) -> ToolOutcome:
         """Runs one tool call between tool_executing and tool_completed; never raises for
         a tool's failure (only for cancellation, after tool_completed was emitted).
+
+        A tool that requires approval (and is not `approved` already) gets its
+        approval_requested right after tool_executing; then ApprovalPending ends the run's
+        task, the call left open for the worker that receives the answer
+        (agents/approval_flow.py).
 
         `argument_error` says the caller could not decode the arguments (a model's invalid
         JSON): the call is still announced and paired, and fails with bad_arguments.
@@ -148,6 +155,13 @@ class ToolDispatcher:
         run_context = context or self.contexts.get(emitter.run_id)
         context = dataclasses.replace(run_context, tool_call_id=call_id) if run_context else None
         await emitter.tool_executing(tool_call_id=call_id, tool=tool_name, args=args)
+        if not approved and argument_error is None:
+            reason = approval_reason(tool, args, context)
+            if reason is not None:  # the call stays open; whoever gets the answer completes it
+                approval_id = await request_approval(
+                    emitter, tool_call_id=call_id, tool=tool_name, args=args, reason=reason
+                )
+                raise ApprovalPending(approval_id)
         timeout = tool.timeout if tool is not None else 0.0
         self.in_flight[call_id] = time.monotonic() + timeout + UNPAIRED_GRACE
         started = time.monotonic()

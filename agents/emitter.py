@@ -50,6 +50,8 @@ class RunEmitter:
     # Calls opened by an earlier attempt that run again here under the same id: their
     # tool_executing is in the log already, so it is not written a second time.
     reopened: set[str] = field(default_factory=set)
+    # Approvals asked and not yet resolved: approval_id -> tool_call_id (invariant 6).
+    pending_approvals: dict[str, str] = field(default_factory=dict)
 
     def halt(self) -> None:
         """Stops every further write of this emitter (its run was released or taken over)."""
@@ -163,6 +165,8 @@ class RunEmitter:
         """Emits tool_completed for an open call."""
         if tool_call_id not in self.open_calls:
             raise EmitterStateError(f"tool_completed for unknown call {tool_call_id}")
+        if tool_call_id in self.pending_approvals.values():
+            raise EmitterStateError(f"tool_completed of {tool_call_id} before its approval")
         data: dict[str, Any] = {
             "tool_call_id": tool_call_id,
             "tool": tool,
@@ -175,6 +179,45 @@ class RunEmitter:
             data["error"] = error
         await self._emit(
             EventType.TOOL_COMPLETED, data, logged=lambda: self.open_calls.pop(tool_call_id, None)
+        )
+
+    async def approval_requested(
+        self,
+        *,
+        approval_id: str,
+        tool_call_id: str,
+        tool: str,
+        args: Any,
+        reason: str,
+        expires_at: str,
+        in_transaction: InTransaction | None = None,
+    ) -> None:
+        """Emits approval_requested for an open call; its tool_completed must wait for the
+        approval_resolved (invariant 6)."""
+        if self.open_calls.get(tool_call_id) != tool:
+            raise EmitterStateError(f"approval_requested for a call not open: {tool_call_id}")
+        await self._emit(
+            EventType.APPROVAL_REQUESTED,
+            {
+                "approval_id": approval_id,
+                "tool_call_id": tool_call_id,
+                "tool": tool,
+                "args": args,
+                "reason": reason,
+                "expires_at": expires_at,
+            },
+            in_transaction,
+            logged=lambda: self.pending_approvals.__setitem__(approval_id, tool_call_id),
+        )
+
+    async def approval_resolved(self, *, approval_id: str, decision: str, comment: str) -> None:
+        """Emits approval_resolved (approved, denied or expired) for a pending approval."""
+        if approval_id not in self.pending_approvals:
+            raise EmitterStateError(f"approval_resolved for unknown approval {approval_id}")
+        await self._emit(
+            EventType.APPROVAL_RESOLVED,
+            {"approval_id": approval_id, "decision": decision, "comment": comment},
+            logged=lambda: self.pending_approvals.pop(approval_id, None),
         )
 
     async def partial(self, text: str) -> None:

@@ -11,12 +11,17 @@ from django.utils import timezone
 class RunStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
+    # Waiting for a human to answer an approval: no worker holds it (docs/protocol.md).
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
+# Held by a worker: heartbeated, adoptable when its worker is gone.
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+# Not finished: a new message on the thread must wait (one open run per thread).
+OPEN_STATUSES = (*ACTIVE_STATUSES, RunStatus.WAITING)
 
 
 class AgentRun(models.Model):
@@ -56,7 +61,7 @@ class AgentRun(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["thread"],
-                condition=Q(status__in=["queued", "running"]),
+                condition=Q(status__in=["queued", "running", "waiting"]),
                 name="agentrun_one_active_per_thread",
             )
         ]
@@ -77,6 +82,8 @@ class RunAttempt(models.Model):
         SUBMITTED = "submitted"
         SHUTDOWN = "shutdown"
         WORKER_LOST = "worker_lost"
+        # Taken by the worker that received an approval's answer (or its expiry).
+        APPROVAL = "approval"
 
     run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveIntegerField()
@@ -92,3 +99,50 @@ class RunAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of run {str(self.run_id)[:8]} on {self.worker_id}"
+
+
+class Approval(models.Model):
+    """A tool call waiting for its run's user to say yes or no (docs/protocol.md).
+
+    `decision` is null while pending; it is set once, by one conditional UPDATE
+    (agents/approvals.py), whichever worker or request answers first."""
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved"
+        DENIED = "denied"
+        EXPIRED = "expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="approvals")
+    tool_call_id = models.CharField(max_length=128)
+    tool = models.CharField(max_length=128)
+    args = models.JSONField(default=dict)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    # NULL while pending: answering is `UPDATE ... WHERE decision IS NULL` (one winner).
+    decision = models.CharField(  # noqa: DJ001 - NULL is the pending state, not ""
+        max_length=16, choices=Decision.choices, null=True, blank=True
+    )
+    comment = models.TextField(blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(decision__isnull=True),
+                name="approval_pending_expiry",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"approval {str(self.id)[:8]} of {self.tool} {self.decision or 'pending'}"

@@ -15,7 +15,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from agents import continuation, selectors, services
+from agents import approvals, continuation, selectors, services
+from agents.approval_flow import ApprovalCommands, ApprovalPending
 from agents.closeout import WORKER_LOST, close_out, reap_stale_runs
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
@@ -79,8 +80,9 @@ class RunHandle:
 
 
 @dataclass
-class AgentService:
-    """Runs agents for user messages; reached by the chat layer through the app registry."""
+class AgentService(ApprovalCommands):
+    """Runs agents for user messages; reached by the chat layer through the app registry.
+    Its approval commands (answer, expire, list pending) are in agents/approval_flow.py."""
 
     broadcaster: Broadcaster
     agents: AgentRegistry
@@ -137,11 +139,26 @@ class AgentService:
         return result
 
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
-        """Stops a run: here at once, on another worker at its next heartbeat."""
+        """Stops a run: here at once, on another worker at its next heartbeat. A waiting
+        run is taken over here: its approvals denied ("run cancelled"), then it ends."""
+        adoption = await database_sync_to_async(approvals.run_cancel_waiting)(
+            run_id=run_id, user=user, worker_id=self.worker_id
+        )
+        if adoption is not None:
+            await self.continue_adopted(adoption)
+            return
         await database_sync_to_async(services.run_request_cancel)(run_id=run_id, user=user)
         handle = self.runs.get(run_id)
         if handle is not None:
             handle.request_cancel()
+
+    async def continue_adopted(self, adoption: Adoption) -> None:
+        """Rebuilds a taken-over run's emitter from its journal and continues it here."""
+        journal = await database_sync_to_async(selectors.run_journal)(spec=adoption.spec)
+        emitter = selectors.emitter_from_journal(
+            broadcaster=self.broadcaster, spec=adoption.spec, journal=journal
+        )
+        self.start_adopted(adoption, emitter)
 
     async def stop_thread_runs(self, *, thread_id: uuid.UUID, wait: float) -> list[uuid.UUID]:
         """Cancels the thread's active runs (here at once, elsewhere at the next heartbeat)
@@ -243,7 +260,8 @@ class AgentService:
                     )
                 )
             handle.started = True
-            if handle.cancel_requested:
+            answered = handle.adoption is not None and handle.adoption.reason == "approval"
+            if handle.cancel_requested and not answered:  # an answered run settles first
                 raise asyncio.CancelledError
             agent = self.agents.get(spec.agent)
             if agent is None:
@@ -260,11 +278,16 @@ class AgentService:
                         adoption=handle.adoption,
                         emitter=emitter,
                         dispatcher=self.dispatcher,
+                        allowed=tools.allowed,
                     )
+                if handle.cancel_requested:
+                    raise asyncio.CancelledError
                 await agent.run(
                     RunInput(text=spec.text, history=history, journal=journal), emitter, tools
                 )
             status = "completed"
+        except ApprovalPending:
+            return  # the run waits, held by nobody; its answer continues it (approval_flow)
         except asyncio.CancelledError:
             if handle.lost or handle.released:
                 return
@@ -369,6 +392,7 @@ class AgentService:
                 if time.monotonic() >= next_sweep and not self.draining:
                     next_sweep = time.monotonic() + settings.RUN_REAPER_INTERVAL
                     await continuation.adopt_runs(self)
+                    await self.expire_approvals()
             except DatabaseError as exc:
                 logger.warning("heartbeat or adoption sweep failed: %s", exc)
             except Exception as exc:  # noqa: BLE001 - reported; the loop must keep beating

@@ -57,6 +57,7 @@ def emitter_from_journal(
         step=state.step,
         text_parts=list(state.text_parts),
         open_calls={call_id: call.tool for call_id, call in state.open_calls.items()},
+        pending_approvals={a.approval_id: a.tool_call_id for a in state.pending_approvals.values()},
         is_started=state.started,
         is_completed=state.completed,
         attempt=spec.attempt,

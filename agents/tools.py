@@ -3,7 +3,7 @@
 Teams write `from agents.tools import tool, ToolContext`; the definitions live in
 agents/tooldef.py and the built-in tools in agents/builtin_tools.py."""
 
-from agents.builtin_tools import CALCULATOR, CLOCK, MAX_WAIT, WAIT, calculate
+from agents.builtin_tools import CALCULATOR, CLOCK, MAX_WAIT, SEND_NOTE, WAIT, calculate
 from agents.tooldef import (
     DEFAULT_TIMEOUT,
     REGISTRY,
@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_WAIT",
     "REGISTRY",
+    "SEND_NOTE",
     "WAIT",
     "Tool",
     "ToolContext",
@@ -38,6 +39,6 @@ __all__ = [
 def default_registry() -> ToolRegistry:
     """Returns a new registry with the built-in tools only."""
     registry = ToolRegistry()
-    for builtin in (CALCULATOR, CLOCK, WAIT):
+    for builtin in (CALCULATOR, CLOCK, WAIT, SEND_NOTE):
         registry.register(builtin)
     return registry

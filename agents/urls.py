@@ -13,4 +13,7 @@ urlpatterns = [
     path("api/runs/<uuid:run_id>/cancel/", views.api_cancel_run, name="api-run-cancel"),
     path("api/agui/", agui_views.api_agui_run, name="api-agui"),
     path("api/agui/runs/<str:run_id>/", agui_views.api_agui_rejoin, name="api-agui-rejoin"),
+    path(
+        "api/approvals/<uuid:approval_id>/", views.api_answer_approval, name="api-approval-answer"
+    ),
 ]

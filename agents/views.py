@@ -15,7 +15,7 @@ from chat.api import api_view, authenticate_request, error_response
 from chat.auth import Principal
 from chat.errors import NetraError, forbidden, unavailable
 from chat.ports import agent_service
-from chat.protocol import MessageBody
+from chat.protocol import ApprovalBody, MessageBody
 from chat.views import thread_for
 
 logger = logging.getLogger("netra.health")
@@ -62,6 +62,28 @@ async def api_cancel_run(
     except NetraError as err:
         raise err.with_ref(str(run_id)) from err
     return JsonResponse({"run_id": str(run_id), "status": "cancelling"}, status=202)
+
+
+@api_view("POST", body=ApprovalBody)
+async def api_answer_approval(
+    request: HttpRequest, principal: Principal, approval_id: uuid.UUID, *, body: ApprovalBody
+) -> JsonResponse:
+    """Answers an approval: 202 {approval_id, decision}; the run goes on and its
+    approval_resolved follows. 409 approval_resolved if answered already; 404 if not the
+    caller's."""
+    service = agent_service()
+    if service is None:
+        raise unavailable("The agent service is not running; retry shortly.")
+    try:
+        await service.resolve_approval(
+            approval_id=approval_id,
+            user=principal.user,
+            decision=body.decision,
+            comment=body.comment,
+        )
+    except NetraError as err:
+        raise err.with_ref(str(approval_id)) from err
+    return JsonResponse({"approval_id": str(approval_id), "decision": body.decision}, status=202)
 
 
 async def _health_caller_allowed(request: HttpRequest) -> bool:

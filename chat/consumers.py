@@ -38,6 +38,7 @@ from chat.layer_receive import ChannelLayerReceiveError, GuardedLayerReceive
 from chat.models import ConnectionState as S
 from chat.protocol import (
     PROTOCOL_VERSION,
+    ApprovalFrame,
     CancelFrame,
     InvalidFrames,
     PingFrame,
@@ -260,6 +261,8 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
                 await self._user_message(frame)
             elif isinstance(frame, CancelFrame):
                 await self._cancel(frame)
+            elif isinstance(frame, ApprovalFrame):
+                await self._approval(frame)
             elif isinstance(frame, ResumeFrame):
                 assert self.delivery is not None
                 await self.delivery.replay(frame.after_seq)
@@ -319,6 +322,19 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
                 # The socket protocol has one answer for any run that cannot be cancelled.
                 raise run_not_active().with_ref(str(frame.run_id)) from err
             raise err.with_ref(str(frame.run_id)) from err
+
+    async def _approval(self, frame: ApprovalFrame) -> None:
+        """Answers an approval; the run's approval_resolved is the reply."""
+        assert self.admitted is not None
+        try:
+            await self.admitted.service.resolve_approval(
+                approval_id=frame.approval_id,
+                user=self.admitted.principal.user,
+                decision=frame.decision,
+                comment=frame.comment,
+            )
+        except NetraError as err:
+            raise err.with_ref(str(frame.approval_id)) from err
 
     # --- run events -----------------------------------------------------------------------
 

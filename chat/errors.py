@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     RUN_NOT_ACTIVE = "run_not_active"
     RUN_NOT_FOUND = "run_not_found"
     UNKNOWN_AGENT = "unknown_agent"  # POST /api/threads/ naming no configured agent
+    APPROVAL_NOT_FOUND = "approval_not_found"  # a missing approval and another user's alike
+    APPROVAL_RESOLVED = "approval_resolved"  # a second answer to an approval
     # HTTP only.
     CSRF_FAILED = "csrf_failed"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -54,6 +56,8 @@ class ErrorCode(StrEnum):
     TOOL_CRASHED = "tool_crashed"
     BAD_RESULT = "bad_result"
     INTERRUPTED = "interrupted"
+    DENIED = "denied"  # the user denied an approval (the message is their comment)
+    APPROVAL_EXPIRED = "approval_expired"  # nobody answered within APPROVAL_TIMEOUT
     # `tool_completed.error` of the built-in tools.
     BAD_EXPRESSION = "bad_expression"
     DIVISION_BY_ZERO = "division_by_zero"
@@ -238,6 +242,18 @@ def unknown_agent(name: str, configured: list[str]) -> NetraError:
 def run_not_found() -> NetraError:
     """Returns the answer for a missing run and another user's alike."""
     return NetraError(ErrorCode.RUN_NOT_FOUND, "No such run.", status=404)
+
+
+def approval_not_found() -> NetraError:
+    """Returns the answer for a missing approval and another user's alike."""
+    return NetraError(ErrorCode.APPROVAL_NOT_FOUND, "No such approval.", status=404)
+
+
+def approval_resolved() -> NetraError:
+    """Returns the answer to an approval that was answered already (or expired)."""
+    return NetraError(
+        ErrorCode.APPROVAL_RESOLVED, "This approval has been answered already.", status=409
+    )
 
 
 # Outages hit every event or socket at once; Sentry hears of each kind once a minute.

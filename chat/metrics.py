@@ -53,6 +53,21 @@ RUNS_FENCED = Counter(
     "Runs this worker stopped because another worker had taken them over.",
 )
 RUNS_ACTIVE = Gauge("netra_runs_active", "Agent runs executing now.", multiprocess_mode="livesum")
+APPROVALS = Counter(
+    "netra_approvals",
+    "Approvals requested, and how they were resolved (approved, denied, expired).",
+    ["decision"],
+)
+APPROVALS_PENDING = Gauge(
+    "netra_approvals_pending",
+    "Approvals waiting for an answer (read from the database by each worker's sweep).",
+    multiprocess_mode="max",
+)
+APPROVAL_OLDEST_PENDING = Gauge(
+    "netra_approval_oldest_pending_seconds",
+    "Age of the oldest approval waiting for an answer (0 when none is).",
+    multiprocess_mode="max",
+)
 TOOL_CALLS = Counter("netra_tool_calls", "Tool calls by tool and status.", ["tool", "status"])
 UNPAIRED_TOOL_CALLS = Gauge(
     "netra_unpaired_tool_calls",
@@ -90,3 +105,5 @@ for _kind in ("events", "runs", "connections"):
     PRUNED.labels(kind=_kind)
 for _reason in ("shutdown", "worker_lost"):
     RUNS_RESUMED.labels(reason=_reason)
+for _decision in ("requested", "approved", "denied", "expired"):
+    APPROVALS.labels(decision=_decision)

@@ -34,6 +34,15 @@ class AgentServicePort(Protocol):
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
         """Asks an active run of the user's to stop."""
 
+    async def resolve_approval(
+        self, *, approval_id: uuid.UUID, user: Any, decision: str, comment: str = ""
+    ) -> None:
+        """Answers an approval of the user's (`approve` or `deny`) and continues its run;
+        raises approval_not_found and approval_resolved."""
+
+    async def pending_approvals(self, *, thread_id: uuid.UUID) -> list[dict[str, Any]]:
+        """Returns the thread's approvals waiting for an answer."""
+
     async def stop_thread_runs(self, *, thread_id: uuid.UUID, wait: float) -> list[uuid.UUID]:
         """Cancels a thread's active runs and waits up to `wait` seconds for them to end;
         returns the ids of those still active."""

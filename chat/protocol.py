@@ -44,11 +44,24 @@ class PingFrame(_Frame):
     type: Literal["ping"]
 
 
+class ApprovalBody(_Frame):
+    """An answer to an approval as the HTTP API takes it."""
+
+    decision: Literal["approve", "deny"]
+    comment: str = Field(default="", max_length=2000)
+
+
+class ApprovalFrame(ApprovalBody):
+    type: Literal["approval"]
+    approval_id: uuid.UUID
+
+
 ClientFrame = Annotated[
-    UserMessageFrame | CancelFrame | ResumeFrame | PingFrame, Field(discriminator="type")
+    UserMessageFrame | CancelFrame | ResumeFrame | ApprovalFrame | PingFrame,
+    Field(discriminator="type"),
 ]
 _client_frame = TypeAdapter(ClientFrame)
-_TAGS = {"user_message", "cancel", "resume", "ping"}
+_TAGS = {"user_message", "cancel", "resume", "approval", "ping"}
 
 
 def describe_error(exc: ValidationError) -> str:
@@ -60,7 +73,10 @@ def describe_error(exc: ValidationError) -> str:
     if kind == "json_invalid":
         return "The frame is not valid JSON."
     if kind in {"union_tag_invalid", "union_tag_not_found"}:
-        return "Unknown or missing frame type; expected user_message, cancel, resume or ping."
+        return (
+            "Unknown or missing frame type; expected user_message, cancel, resume, approval "
+            "or ping."
+        )
     if kind in {"model_attributes_type", "model_type", "dict_type"}:
         return "A frame must be a JSON object."
     return (
@@ -74,7 +90,7 @@ def _ref_of(text: str) -> str | None:
     except (ValueError, RecursionError):  # not JSON, or nested deeper than json can follow
         return None
     if isinstance(raw, dict):
-        for key in ("client_msg_id", "run_id"):
+        for key in ("client_msg_id", "run_id", "approval_id"):
             value = raw.get(key)
             if isinstance(value, str) and len(value) <= 64:
                 return value
@@ -103,6 +119,8 @@ def ref_of(frame: ClientFrame) -> str | None:
         return frame.client_msg_id
     if isinstance(frame, CancelFrame):
         return str(frame.run_id)
+    if isinstance(frame, ApprovalFrame):
+        return str(frame.approval_id)
     return None
 
 

@@ -20,7 +20,7 @@ from chat.auth import Principal
 from chat.errors import ErrorCode, NetraError, rate_limited, thread_not_found
 from chat.events import events_after, isoformat, resume_recovered
 from chat.models import Message, Thread, default_agent
-from chat.ports import agent_description, configured_agents
+from chat.ports import agent_description, agent_service, configured_agents
 from chat.protocol import MAX_SEQ
 
 
@@ -156,20 +156,25 @@ async def thread_for(principal: Principal, thread_id: uuid.UUID) -> Any:
     return thread
 
 
-@api_view("PATCH", "DELETE", body={"PATCH": ThreadRenameBody})
+@api_view("GET", "PATCH", "DELETE", body={"PATCH": ThreadRenameBody})
 async def api_thread(
     request: HttpRequest,
     principal: Principal,
     thread_id: uuid.UUID,
     body: ThreadRenameBody | None = None,
 ) -> HttpResponse:
-    """PATCH renames the caller's thread (200, the thread JSON); DELETE removes it with its
-    runs and events (204) and closes its open sockets with 4404. Anyone else's: 404."""
+    """GET returns the caller's thread JSON with its `pending_approvals`; PATCH renames it
+    (200, the thread JSON); DELETE removes it with its runs and events (204) and closes its
+    open sockets with 4404. Anyone else's: 404."""
     if request.method == "DELETE":
         await lifecycle.run_thread_delete(thread_id=thread_id, user=principal.user)
         return HttpResponse(status=204)
-    assert body is not None
     thread = await thread_for(principal, thread_id)
+    if request.method == "GET":
+        service = agent_service()
+        pending = [] if service is None else await service.pending_approvals(thread_id=thread.id)
+        return JsonResponse({**thread_to_json(thread), "pending_approvals": pending})
+    assert body is not None
     thread = await database_sync_to_async(services.thread_rename)(thread=thread, title=body.title)
     return JsonResponse(thread_to_json(thread))
 

@@ -211,6 +211,8 @@ RUN_REAPER_INTERVAL = env.float("RUN_REAPER_INTERVAL", default=5.0)
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=20.0)
 # A run is continued after its worker was gone at most this many times, then worker_lost.
 RUN_MAX_RESUMES = env.int("RUN_MAX_RESUMES", default=3)
+# An approval nobody answers within this many seconds expires (docs/protocol.md).
+APPROVAL_TIMEOUT = env.float("APPROVAL_TIMEOUT", default=3600.0)
 AGENT_STREAM_DELAY = env.float("AGENT_STREAM_DELAY", default=0.03)
 AGENT_STREAM_CHUNK = env.int("AGENT_STREAM_CHUNK", default=24)
 EVENT_API_MAX_LIMIT = 5000

@@ -1,6 +1,7 @@
 """The admin shows the append-only records (event log, runs, connection state log) read-only:
 no add, change or delete, no bulk delete, and a POST changes nothing."""
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -8,7 +9,7 @@ from django.db import models
 from django.test import Client
 from django.utils import timezone
 
-from agents.models import AgentRun
+from agents.models import AgentRun, Approval
 from chat.models import Connection, ConnectionStateLog, Event, Message
 from tests import helpers
 
@@ -42,10 +43,48 @@ def make_records() -> dict[str, models.Model]:
     ConnectionStateLog.objects.create(
         connection=connection, from_state="CLOSING", to_state="CLOSED", reason="bye"
     )
-    return {"event": event, "agentrun": run, "connection": connection}
+    approval = Approval.objects.create(
+        run=run,
+        tool_call_id="call_1",
+        tool="send_note",
+        args={"text": "hi"},
+        reason="Send this note?",
+        created_at=timezone.now() - timedelta(minutes=7),
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    return {"event": event, "agentrun": run, "connection": connection, "approval": approval}
 
 
-READ_ONLY = [("chat", "event"), ("agents", "agentrun"), ("chat", "connection")]
+READ_ONLY = [
+    ("chat", "event"),
+    ("agents", "agentrun"),
+    ("chat", "connection"),
+    ("agents", "approval"),
+]
+
+
+def test_the_approvals_list_shows_pending_ones_with_run_user_and_age(
+    superuser_client: Client,
+) -> None:
+    records = make_records()
+    run = records["agentrun"]
+    assert isinstance(run, AgentRun)
+    Approval.objects.create(
+        run=run,
+        tool_call_id="call_0",
+        tool="send_note",
+        args={},
+        reason="answered long ago",
+        expires_at=timezone.now(),
+        decision="approved",
+    )
+    page = superuser_client.get("/admin/agents/approval/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert text.index("Send this note?") < text.index("answered long ago"), "pending first"
+    assert "alice" in text and "7\xa0minutes" in text and str(run)[:12] in text
+    pending = superuser_client.get("/admin/agents/approval/?decision__isnull=True")
+    assert "answered long ago" not in pending.content.decode()
 
 
 @pytest.mark.parametrize(("app", "model"), READ_ONLY)

@@ -79,7 +79,12 @@ async def test_get_agents_lists_each_agent_with_its_tools(token: str, echo: Echo
     assert set(calculator) == {"name", "description", "parameters"}
     assert calculator["name"] == "calculator"
     assert calculator["parameters"]["properties"]["expression"]["type"] == "string"
-    assert [t["name"] for t in agents["builtin"]["tools"]] == ["calculator", "clock", "wait"]
+    assert [t["name"] for t in agents["builtin"]["tools"]] == [
+        "calculator",
+        "clock",
+        "wait",
+        "send_note",
+    ]
 
 
 async def test_get_agents_needs_credentials() -> None:
@@ -149,7 +154,7 @@ def test_entries_add_to_the_built_in_agents_or_replace_them() -> None:
     registry.load(
         {"echo": "tests.agentmods.good.EchoAgent"},
         default="builtin",
-        tool_names={"calculator", "clock", "wait"},
+        tool_names={"calculator", "clock", "wait", "send_note"},
         openai_configured=False,
     )
     assert registry.names == ["builtin", "echo"], "openai without a model is not offered"
@@ -159,7 +164,7 @@ def test_entries_add_to_the_built_in_agents_or_replace_them() -> None:
     registry.load(
         {"builtin": "tests.agentmods.good.EchoAgent"},
         default="builtin",
-        tool_names={"calculator", "clock", "wait"},
+        tool_names={"calculator", "clock", "wait", "send_note"},
         openai_configured=True,
     )
     assert registry.names == ["builtin", "openai"]

@@ -17,6 +17,7 @@ _OPERATOR = r"(?:\*\*|//|[-+*/%^×÷])"
 EXPRESSION = re.compile(rf"{_OPERAND}(?:\s*{_OPERATOR}\s*{_OPERAND})+")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 CLOCK_WORDS = re.compile(r"\b(time|date|today|day|clock|weekday|year|month)\b", re.IGNORECASE)
+NOTE_WORDS = re.compile(r"\bsend (?:a )?note:\s*(.+)$", re.IGNORECASE | re.DOTALL)
 WAIT_WORDS = re.compile(
     r"\b(?:wait|sleep|pause)\s+(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)?\b", re.IGNORECASE
 )
@@ -70,13 +71,28 @@ def compose_answer(outcomes: list[ToolOutcome]) -> str:
                 sentences.append("I could not read the clock.")
         elif outcome.tool == "wait":
             sentences.append("I waited as asked." if outcome.ok else "I could not wait as asked.")
+        elif outcome.tool == "send_note":
+            sentences.append(_note_sentence(outcome))
     return " ".join(sentences)
+
+
+def _note_sentence(outcome: ToolOutcome) -> str:
+    if outcome.ok:
+        return f"I sent the note: {outcome.result['note']}"
+    error = outcome.error or {}
+    if outcome.status == "denied":
+        comment = error.get("message", "")
+        return "I did not send the note: you declined" + (f" ({comment})." if comment else ".")
+    if error.get("code") == "approval_expired":
+        return "I did not send the note: nobody approved it in time."
+    return f"I could not send the note: {error.get('message', 'it failed')}."
 
 
 CAPABILITIES = (
     'I am the built-in offline agent. I can do arithmetic (try "what is 12*7 '
-    'and 2**10"), tell the current date and time, and wait a few seconds '
-    '("wait 3 seconds"). For anything else, connect a real model.'
+    'and 2**10"), tell the current date and time, wait a few seconds '
+    '("wait 3 seconds") and send a note after you approve it ("send a note: hello"). '
+    "For anything else, connect a real model."
 )
 
 
@@ -124,20 +140,28 @@ class Replay:
 
 
 class BuiltinAgent:
-    """Calls the calculator once per expression, the clock for date and time questions.
+    """Calls the calculator once per expression, the clock for date and time questions,
+    send_note (which asks for approval) for "send a note: <text>".
 
     It continues a run from its journal: its plan is a function of the text, so it
     replays the plan, reusing the completed calls and streaming only the missing text."""
 
     name = "builtin"
-    description = "The offline agent: arithmetic, the date and time, waiting a few seconds."
-    tools: tuple[str, ...] | None = ("calculator", "clock", "wait")
+    description = (
+        "The offline agent: arithmetic, the date and time, waiting a few seconds, "
+        "sending a note after approval."
+    )
+    tools: tuple[str, ...] | None = ("calculator", "clock", "wait", "send_note")
     can_continue = True
 
     async def run(self, run_input: RunInput, emitter: RunEmitter, tools: RunTools) -> None:
         """Answers from the tools it calls; says what it can do when it has no tool for it."""
         text = run_input.text
         replay = Replay(run_input.journal)
+        note = NOTE_WORDS.search(text)
+        if note:  # the note is the rest of the message: no other tool reads it
+            await self._send_note(note.group(1).strip(), replay, emitter, tools)
+            return
         expressions = find_expressions(text)
         wants_clock = bool(CLOCK_WORDS.search(text))
         wait = WAIT_WORDS.search(text)
@@ -168,6 +192,13 @@ class BuiltinAgent:
             "Writing the answer" + (f"; {failures} tool call(s) failed." if failures else "."),
         )
         await replay.answer(emitter, compose_answer(outcomes))
+
+    @staticmethod
+    async def _send_note(note: str, replay: Replay, emitter: RunEmitter, tools: RunTools) -> None:
+        await replay.think(emitter, "I will send the note once you approve it.")
+        outcome = await replay.call(tools, "send_note", {"text": note[:500]})
+        await replay.think(emitter, "Writing the answer.")
+        await replay.answer(emitter, compose_answer([outcome]))
 
 
 async def stream(emitter: RunEmitter, answer: str) -> None:

@@ -4,7 +4,7 @@ import { byMessageId, el } from "./dom.js";
 import { PastRuns } from "./history.js";
 import { copyWithFeedback, drawServerAnswer } from "./answers.js";
 import { bindCodeCopy } from "./markdown.js";
-import { ClientFrameType, ErrorCode, EventType, FrameType } from "./protocol.js";
+import { ApprovalAnswer, ClientFrameType, ErrorCode, EventType, FrameType } from "./protocol.js";
 import { RunView } from "./runs.js";
 import { ThreadSocket } from "./socket.js";
 import { actionButton, describeClose } from "./status.js";
@@ -135,6 +135,19 @@ class ChatPage {
     this.socket.send({ type: ClientFrameType.USER_MESSAGE, text: message.text, client_msg_id: clientMsgId });
   }
 
+  /** Sends the answer to an approval; true when it went out (the run's approval_resolved
+   * then updates every page showing it, this one included). */
+  answerApproval(approvalId, decision, comment) {
+    const frame = { type: ClientFrameType.APPROVAL, approval_id: approvalId, decision };
+    if (comment) frame.comment = comment.slice(0, 2000);
+    if (!this.socket.send(frame)) {
+      this.showNotice("Not connected: answer again once the connection is back.");
+      return false;
+    }
+    this.announce(decision === ApprovalAnswer.APPROVE ? "Approving." : "Denying.");
+    return true;
+  }
+
   cancelRun() {
     if (!this.activeRunId || this.cancelling) return;
     if (this.socket.send({ type: ClientFrameType.CANCEL, run_id: this.activeRunId })) {
@@ -151,9 +164,12 @@ class ChatPage {
       reason = this.closedReason;
       canType = false;
     } else if (this.busy) {
+      const waiting = this.runs.get(this.activeRunId)?.root.dataset.state === "waiting";
       reason = this.cancelling
         ? "Cancelling the run…"
-        : "The agent is answering. You can write again when it has finished, or cancel the run.";
+        : waiting
+          ? "The agent waits for your approval above. Approve or deny it, or cancel the run."
+          : "The agent is answering. You can write again when it has finished, or cancel the run.";
       canType = false;
     } else if (this.connection !== "connected") {
       reason = "Not connected: you can send again once the connection is back.";
@@ -293,6 +309,14 @@ class ChatPage {
       this.announce(`Your message was not sent: ${frame.message}`);
       return;
     }
+    if (frame.code === ErrorCode.APPROVAL_RESOLVED || frame.code === ErrorCode.APPROVAL_NOT_FOUND) {
+      this.showNotice(
+        frame.code === ErrorCode.APPROVAL_RESOLVED
+          ? "That approval had already been answered."
+          : "That approval no longer exists.",
+      );
+      return;
+    }
     if (frame.code === ErrorCode.RUN_NOT_ACTIVE) {
       this.cancelling = false;
       this.showNotice("That run had already ended.");
@@ -333,6 +357,7 @@ class ChatPage {
       runId: event.run_id,
       onRetry: (view) => this.retry(view),
       onCopy: (text, button) => this.copyAnswer(text, button),
+      onApprove: (approvalId, decision, comment) => this.answerApproval(approvalId, decision, comment),
     });
     this.runs.set(event.run_id, run);
     document.getElementById("empty-thread")?.remove();
@@ -348,6 +373,7 @@ class ChatPage {
       past: true,
       onRetry: (view) => this.retry(view),
       onCopy: (text, button) => this.copyAnswer(text, button),
+      onApprove: (approvalId, decision, comment) => this.answerApproval(approvalId, decision, comment),
     });
     this.runs.set(runId, run);
     return run;

@@ -45,12 +45,24 @@ export const RunStatus = Object.freeze({
   CANCELLED: "cancelled",
 });
 
-/** The `status` of a successful tool_completed. */
+/** The `status` of a successful tool_completed, and of one the user denied. */
 export const TOOL_OK = "ok";
+export const TOOL_DENIED = "denied";
+
+/** An answer to approval_requested (the `approval` frame's `decision`), and what
+ * approval_resolved says came of it. */
+export const ApprovalAnswer = Object.freeze({ APPROVE: "approve", DENY: "deny" });
+export const ApprovalDecision = Object.freeze({
+  APPROVED: "approved",
+  DENIED: "denied",
+  EXPIRED: "expired",
+});
 
 /** `error.code` values the page treats specially. */
 export const ErrorCode = Object.freeze({
   RUN_NOT_ACTIVE: "run_not_active",
+  APPROVAL_RESOLVED: "approval_resolved",
+  APPROVAL_NOT_FOUND: "approval_not_found",
 });
 
 /** Close codes: 4000-4499 the client must change something; 4500-4999 transient. */

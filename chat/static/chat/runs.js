@@ -3,10 +3,11 @@
 
 import { el, formatDuration, formatJson } from "./dom.js";
 import { MarkdownStream } from "./markdown.js";
-import { EventType, RunStatus, TOOL_OK } from "./protocol.js";
+import { ApprovalAnswer, ApprovalDecision, EventType, RunStatus, TOOL_DENIED, TOOL_OK } from "./protocol.js";
 
 const STATE_LABELS = {
   running: "Working…",
+  waiting: "Waiting for your approval",
   [RunStatus.COMPLETED]: "Completed",
   [RunStatus.FAILED]: "Failed",
   [RunStatus.CANCELLED]: "Cancelled",
@@ -14,10 +15,13 @@ const STATE_LABELS = {
 
 export class RunView {
   /** `past`: a run drawn from the event log after a reload, its timeline collapsed. */
-  constructor({ runId, onRetry, onCopy, past = false }) {
+  constructor({ runId, onRetry, onCopy, onApprove, past = false }) {
     this.runId = runId;
     this.onRetry = onRetry;
     this.onCopy = onCopy;
+    // onApprove(approvalId, decision, comment) -> true when the answer was sent.
+    this.onApprove = onApprove;
+    this.approvals = new Map();
     this.past = past;
     this.sawStart = false;
     this.finished = false;
@@ -76,6 +80,10 @@ export class RunView {
         return `Calling the ${data.tool} tool.`;
       case EventType.TOOL_COMPLETED:
         return this.completeToolCard(data);
+      case EventType.APPROVAL_REQUESTED:
+        return this.askApproval(data);
+      case EventType.APPROVAL_RESOLVED:
+        return this.resolveApproval(data);
       case EventType.PARTIAL_RESULT:
         this.assistantMessageId = data.message_id || this.assistantMessageId;
         this.answer.hidden = false;
@@ -103,6 +111,7 @@ export class RunView {
     this.toolCount += 1;
     const status = el("span", { class: "tool-status", text: "running…" });
     const body = el("div", { class: "tool-body" });
+    const approval = el("div", { class: "tool-approval" });
     const card = el(
       "li",
       { class: "step tool-card", dataset: { state: "running", tool: data.tool || "" } },
@@ -114,9 +123,10 @@ export class RunView {
         status,
       ),
       el("div", { class: "tool-args" }, el("span", { class: "kv", text: "args" }), el("code", { text: formatJson(data.args ?? {}) })),
+      approval,
       body,
     );
-    this.toolCards.set(data.tool_call_id, { card, status, body });
+    this.toolCards.set(data.tool_call_id, { card, status, body, approval });
     this.steps.append(card);
     this.updateSummary();
   }
@@ -128,9 +138,10 @@ export class RunView {
       entry = this.toolCards.get(data.tool_call_id);
     }
     const ok = data.status === TOOL_OK;
+    const denied = data.status === TOOL_DENIED;
     const took = formatDuration(data.duration_ms);
-    entry.card.dataset.state = ok ? "ok" : "error";
-    entry.status.textContent = ok ? `done in ${took}` : `failed after ${took}`;
+    entry.card.dataset.state = ok ? "ok" : denied ? "denied" : "error";
+    entry.status.textContent = ok ? `done in ${took}` : denied ? "denied" : `failed after ${took}`;
     entry.body.replaceChildren(
       ok
         ? el("div", { class: "tool-result" }, el("span", { class: "kv", text: "result" }), el("code", { text: formatJson(data.result) }))
@@ -143,7 +154,77 @@ export class RunView {
             data.error?.message || "The tool failed.",
           ),
     );
+    if (denied) return `The ${data.tool} tool did not run: denied.`;
     return ok ? `The ${data.tool} tool finished.` : `The ${data.tool} tool failed: ${data.error?.message || ""}`;
+  }
+
+  /** approval_requested: the call's card shows the reason, an optional comment and the
+   * Approve / Deny buttons (native buttons: Tab and Enter/Space work). */
+  askApproval(data) {
+    let entry = this.toolCards.get(data.tool_call_id);
+    if (!entry) {
+      this.addToolCard({ tool_call_id: data.tool_call_id, tool: data.tool, args: data.args });
+      entry = this.toolCards.get(data.tool_call_id);
+    }
+    const id = data.approval_id;
+    const commentId = `approval-comment-${id}`;
+    const comment = el("input", { type: "text", id: commentId, class: "approval-comment", maxlength: "2000" });
+    comment.setAttribute("placeholder", "Optional comment");
+    const approve = el("button", { type: "button", class: "approve", text: "Approve" });
+    const deny = el("button", { type: "button", class: "secondary deny", text: "Deny" });
+    const state = el("span", { class: "approval-state" });
+    const box = el(
+      "div",
+      { class: "approval", dataset: { approvalId: id, state: "pending" } },
+      el("p", { class: "approval-reason" }, el("strong", { text: "Needs your approval: " }), data.reason || ""),
+      el("label", { for: commentId, class: "approval-label", text: "Comment" }),
+      comment,
+      el("div", { class: "approval-buttons" }, approve, deny, state),
+    );
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", `Approve or deny the ${data.tool} call`);
+    if (data.expires_at) box.title = `Expires at ${new Date(data.expires_at).toLocaleString()}`;
+    const answer = (decision) => {
+      if (!this.onApprove) return;
+      const sent = this.onApprove(id, decision, comment.value.trim());
+      if (!sent) return;
+      for (const control of [approve, deny, comment]) control.disabled = true;
+      state.textContent = "Sending your answer…";
+    };
+    approve.addEventListener("click", () => answer(ApprovalAnswer.APPROVE));
+    deny.addEventListener("click", () => answer(ApprovalAnswer.DENY));
+    entry.approval.replaceChildren(box);
+    entry.card.dataset.state = "waiting";
+    entry.status.textContent = "waiting for your approval";
+    this.approvals.set(id, { box, entry });
+    this.setState("waiting");
+    if (this.past) this.details.open = true;
+    return `The ${data.tool} tool asks for your approval: ${data.reason || ""} Approve or deny it below.`;
+  }
+
+  /** approval_resolved (here or on another device): the buttons go, the decision stays. */
+  resolveApproval(data) {
+    const found = this.approvals.get(data.approval_id);
+    const label = {
+      [ApprovalDecision.APPROVED]: "Approved",
+      [ApprovalDecision.DENIED]: "Denied",
+      [ApprovalDecision.EXPIRED]: "Expired: nobody answered in time",
+    }[data.decision] || data.decision;
+    const said = `${label}${data.comment ? `: ${data.comment}` : ""}.`;
+    if (found) {
+      found.box.dataset.state = data.decision;
+      found.box.replaceChildren(el("p", { class: "approval-outcome", text: said }));
+      found.entry.card.dataset.state = "running";
+      found.entry.status.textContent = data.decision === ApprovalDecision.APPROVED ? "running…" : "";
+    }
+    this.setState("running");
+    return `The approval was answered: ${said}`;
+  }
+
+  setState(state) {
+    if (this.finished) return;
+    this.root.dataset.state = state;
+    this.badge.textContent = STATE_LABELS[state];
   }
 
   showError(data) {
