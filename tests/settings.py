@@ -21,13 +21,3 @@ os.environ.setdefault("AGENT_STREAM_DELAY", "0")
 os.environ.setdefault("BACKGROUND_TASKS", "0")
 
 from netra_site.settings import *  # noqa: E402, F403
-
-# The in-process suite's SQLite database is a file, as in production (WAL, a busy timeout):
-# Django's default in-memory test database shares one cache between connections, where a
-# second writer fails at once with "database table is locked" instead of waiting its turn,
-# which a test with background loops next to a socket's handshake met.
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    DATABASES["default"]["TEST"] = {  # noqa: F405
-        "NAME": str(BASE_DIR / "test-output" / f"test-db-{os.getpid()}.sqlite3")  # noqa: F405
-    }
-    (BASE_DIR / "test-output").mkdir(exist_ok=True)  # noqa: F405

@@ -161,18 +161,28 @@ async def test_reaper_closes_a_run_whose_worker_died(thread: Any, token: str, se
     await comm.disconnect()
 
 
-async def test_a_live_run_is_not_reaped(
-    thread: Any, token: str, service: Any, settings: Any
-) -> None:
-    settings.BACKGROUND_TASKS = True  # the run heartbeat is one of the background loops
-    settings.RUN_HEARTBEAT_INTERVAL = 0.05
+async def test_a_live_run_is_not_reaped(thread: Any, token: str, service: Any) -> None:
+    """The run heartbeat alone (the other background loops would contend for the in-memory
+    test database's table locks): a run that beats every 0.05 s is never 0.8 s silent."""
+
+    async def heartbeat() -> None:
+        while True:
+            await service.beat()
+            await asyncio.sleep(0.05)
+
     comm, _ = await helpers.open_socket(thread.id, token=token)
-    await helpers.send(comm, helpers.message("wait 2 seconds"))
-    await helpers.receive_until(comm, lambda f: f.get("type") == "tool_executing")
-    await asyncio.sleep(1.0)
-    # Beating every 0.05 s, the run is never 0.8 s silent, even on a loaded machine.
-    assert await reap_stale_runs(service.broadcaster, worker_id="reaper-test", stale_after=0.8) == 0
-    frames = await helpers.receive_until(comm, helpers.completed)
+    beating = asyncio.create_task(heartbeat())
+    try:
+        await helpers.send(comm, helpers.message("wait 2 seconds"))
+        await helpers.receive_until(comm, lambda f: f.get("type") == "tool_executing")
+        await asyncio.sleep(1.0)
+        reaped = await reap_stale_runs(
+            service.broadcaster, worker_id="reaper-test", stale_after=0.8
+        )
+        assert reaped == 0
+        frames = await helpers.receive_until(comm, helpers.completed)
+    finally:
+        beating.cancel()
     assert frames[-1]["data"]["status"] == "completed"
     await comm.disconnect()
 
