@@ -79,6 +79,12 @@ PLANS = {
 }
 # Threads of N's bench user: fan-out, replay, turns (built-in agent), streaming (bench agent).
 TURN_THREADS = 20
+# channels-redis' RedisPubSubChannelLayer instead of its core layer (BENCH_ONLY only).
+PUBSUB = [
+    Config("B", "daphne", "pubsub"),
+    Config("N", "daphne", "pubsub", "postgres"),
+    Config("N", "daphne", "pubsub", "sqlite"),
+]
 STREAM_THREADS = 200
 
 
@@ -159,10 +165,12 @@ def run_config(
 ) -> dict[str, Any]:
     """Starts one contender's server, measures it and stops it."""
     env: dict[str, str] = {}
-    if config.layer == "redis":
+    if config.layer in ("redis", "pubsub"):
         assert redis is not None
         redis.flush()
         env["REDIS_URL"] = redis.url
+        if config.layer == "pubsub":
+            env["BENCH_REDIS_LAYER"] = "pubsub"
     threads = [f"t{i}" for i in range(THREADS)]
     token = None
     extra: dict[str, Any] = {
@@ -262,14 +270,14 @@ def main(argv: list[str] | None = None) -> None:
     matrix = configs(plan.label, args.full, postgres)
     if args.only:  # any contender of the full matrix, whatever the plan
         wanted = set(args.only.split(","))
-        matrix = [c for c in configs("default", True, postgres) if c.name in wanted]
+        matrix = [c for c in configs("default", True, postgres) + PUBSUB if c.name in wanted]
     workdir = Path(tempfile.mkdtemp(prefix="netra-bench-"))
     # SIGTERM unwinds like Ctrl-C, so the servers, Redis and databases are cleaned up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"bench: plan {plan.label}, {len(matrix)} contenders, work dir {workdir}", flush=True)
     needs_pg = any(c.db == "postgres" for c in matrix)
     dbs = Databases(workdir, postgres=needs_pg)
-    redis = Redis(workdir) if any(c.layer == "redis" for c in matrix) else None
+    redis = Redis(workdir) if any(c.layer in ("redis", "pubsub") for c in matrix) else None
     results = []
     try:
         for config in matrix:

@@ -79,7 +79,7 @@ async def streaming(target: Target, *, threads: list[str]) -> dict[str, Any]:
     await asyncio.sleep(0.5)
     cpu0 = cpu_seconds(target.server.pid)
     sent = await asyncio.gather(
-        *(_ask(s, f"{schedule.PREFIX} go", f"s{i}") for i, s in enumerate(sockets))
+        *(_ask(s, f"{schedule.PREFIX} go", f"s{len(sockets)}-{i}") for i, s in enumerate(sockets))
     )
     start = time.time()
     waits = [s.completed.wait() for s in sockets]
