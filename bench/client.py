@@ -59,6 +59,8 @@ class Socket:
     keep: bool = False
     pong: asyncio.Future[float] | None = None
     reader: asyncio.Task[None] | None = None
+    # Set when a kept frame is an agent_completed (the turn and streaming workloads).
+    completed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def read(self) -> None:
         """Reads until the socket closes."""
@@ -72,6 +74,8 @@ class Socket:
                     if self.keep:
                         frame["_at"] = now
                         self.frames.append(frame)
+                        if frame.get("type") == "agent_completed":
+                            self.completed.set()
                     if frame.get("type") == "pong" and self.pong is not None:
                         self.pong.set_result(now)
                     elif self.record and "data" in frame and "t" in frame["data"]:
@@ -265,39 +269,6 @@ async def idle(target: Target, *, steps: list[int], pings: int) -> dict[str, Any
         "all_passed": capacity == steps[-1],
         "bytes_per_socket": (top["rss"] - base) / top["sockets"],
         "base_rss": base,
-    }
-
-
-async def turns(target: Target, *, thread: str, count: int) -> dict[str, float]:
-    """Sends `count` user messages one after another; times to agent_started and
-    agent_completed in ms (netra only)."""
-    sock = await open_socket(target, thread)
-    started: list[float] = []
-    completed: list[float] = []
-    sock.keep = True
-    for i in range(count):
-        sock.frames.clear()
-        sent = time.time()
-        await sock.conn.send(
-            json.dumps(
-                {"type": "user_message", "text": "what is 12*7 and 2**10", "client_msg_id": f"b{i}"}
-            )
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            at = {f.get("type"): f["_at"] for f in sock.frames}
-            if "agent_completed" in at and "agent_started" in at:
-                started.append((at["agent_started"] - sent) * 1000)
-                completed.append((at["agent_completed"] - sent) * 1000)
-                break
-            await asyncio.sleep(0.001)
-    await close_all([sock])
-    return {
-        "turns": len(completed),
-        "started_p50_ms": percentile(started, 50),
-        "started_p99_ms": percentile(started, 99),
-        "completed_p50_ms": percentile(completed, 50),
-        "completed_p99_ms": percentile(completed, 99),
     }
 
 

@@ -44,7 +44,13 @@ def one_line(result: dict[str, Any]) -> str:
     if "replay" in result:
         line += f"; replay {result['replay']['events_per_s']:,.0f}/s"
     if "turns" in result:
-        line += f"; turn p50 {result['turns']['completed_p50_ms']:.1f} ms"
+        t = result["turns"]
+        line += f"; turns {t['turns_per_s']:.1f}/s p99 {t['p99_ms']:.0f} ms"
+    for st in result.get("streaming", []):
+        line += (
+            f"; C={st['c']}: late p99 {st['lateness_p99_ms']:.0f} ms, first p50 "
+            f"{st['first_p50_ms']:.0f} ms, lost {st['lost']}"
+        )
     return line
 
 
@@ -152,30 +158,8 @@ def tables(run: dict[str, Any]) -> str:
                     r["replay"]["events_per_s"],
                 )
             )
+    lines += _turns_and_streams(run, results)
     lines += [
-        "",
-        "### N only: turn latency of the built-in agent and replay",
-        "",
-        "| N | turn to agent_started p50 / p99 ms | to agent_completed p50 / p99 ms "
-        "| replay of the log, events/s | emit without sockets, events/s |",
-        "|---|---|---|---|---|",
-    ]
-    for r in results:
-        if r["config"]["contender"] != "N":
-            continue
-        t, rp = r["turns"], r["replay"]
-        lines.append(
-            f"| {r['name']} | {_fmt(t['started_p50_ms'], 1)} / {_fmt(t['started_p99_ms'], 1)} | "
-            f"{_fmt(t['completed_p50_ms'], 1)} / {_fmt(t['completed_p99_ms'], 1)} | "
-            f"{_fmt(rp['events_per_s'])} ({rp['events']:,} events) | "
-            f"{_fmt(rp['fill_events_per_s'])} |"
-        )
-    lines += [
-        "",
-        "Turn: `what is 12*7 and 2**10` (two calculator calls) with AGENT_STREAM_DELAY=0, one "
-        "turn after another; B and L have no agent, so these have no ratio. Replay: "
-        f"{run['plan']['replay_events']:,} logged events nobody watched, resumed with "
-        "`?after_seq=0`, timed from the handshake to `resume_complete`.",
         "",
         "### Targets",
         "",
@@ -194,6 +178,99 @@ def tables(run: dict[str, Any]) -> str:
     if failed:
         lines += ["", "Failed in this run: " + ", ".join(failed) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _turns_and_streams(run: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    """The turn and streaming workloads (B and N), N's ratios and targets, and replay."""
+    plan = run["plan"]
+    cs = plan.get("stream_cs", [])
+    lines = [
+        "",
+        "### Turns and streamed answers (B and N)",
+        "",
+        "| contender | turns/s | turn p50 / p99 ms | "
+        + " | ".join(
+            f"C={c}: chunk lateness p50 / p99 ms | first word p50 / p99 ms | answer p99 s | "
+            f"lost | CPU ms / chunk"
+            for c in cs
+        )
+        + " |",
+        "|---" * (3 + 5 * len(cs)) + "|",
+    ]
+    both = [r for r in results if "turns" in r]
+    for r in both:
+        t = r["turns"]
+        cells = [_fmt(t["turns_per_s"], 1), f"{_fmt(t['p50_ms'], 1)} / {_fmt(t['p99_ms'], 1)}"]
+        for st in r["streaming"]:
+            cells += [
+                f"{_fmt(st['lateness_p50_ms'], 1)} / {_fmt(st['lateness_p99_ms'], 1)}",
+                f"{_fmt(st['first_p50_ms'], 1)} / {_fmt(st['first_p99_ms'], 1)}",
+                _fmt(st["answer_p99_ms"] / 1000, 2),
+                f"{st['lost']:,}" + (f" ({st['unfinished']} open)" if st["unfinished"] else ""),
+                _fmt(st["cpu_per_chunk_ms"], 2),
+            ]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Turns: {plan['turn_sockets']} sockets on their own threads, {plan['turn_rounds']} "
+        "turns each one after another, `what is 12*7 and 2**10` (N: the built-in agent, two "
+        "calculator calls, AGENT_STREAM_DELAY=0; B: the same nine events group_sent by a task "
+        "of the consumer); a turn is user_message to agent_completed. Streamed answers: C "
+        "sockets ask at once; each answer is 40 chunks that a scripted model sends at 20 a "
+        "second (bench/schedule.py; N: a bench-only agent, B: a task of the consumer), each "
+        "chunk stamped with the time the model sent it. Lateness: receipt minus that time; "
+        "first word: receipt of the first chunk minus sending the message.",
+        "",
+        "### N as a ratio to B: turns and streamed answers, with the targets",
+        "",
+        "| N | turns/s >= 0.8x | turn p99 <= 1.5x | "
+        + " | ".join(
+            f"C={c}: lateness p99 <= 1.5x | first word p99 <= 1.5x | nothing lost" for c in cs
+        )
+        + " | CPU / chunk (C=max) |",
+        "|---" * (4 + 3 * len(cs)) + "|",
+    ]
+    for r in both:
+        if r["config"]["contender"] != "N":
+            continue
+        b = _baseline(results, r)
+        if b is None or "turns" not in b:
+            continue
+        t, bt = r["turns"], b["turns"]
+        cells = [
+            _check(_ratio(t["turns_per_s"], bt["turns_per_s"]), 0.8, True),
+            _check(_ratio(t["p99_ms"], bt["p99_ms"]), 1.5, False),
+        ]
+        for st, bst in zip(r["streaming"], b["streaming"], strict=True):
+            cells += [
+                _check(_ratio(st["lateness_p99_ms"], bst["lateness_p99_ms"]), 1.5, False),
+                _check(_ratio(st["first_p99_ms"], bst["first_p99_ms"]), 1.5, False),
+                "ok" if st["lost"] == 0 and not st["unfinished"] else f"MISSED ({st['lost']})",
+            ]
+        top, btop = r["streaming"][-1], b["streaming"][-1]
+        cells.append(_x(_ratio(top["cpu_per_chunk_ms"], btop["cpu_per_chunk_ms"])))
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "### N only: replay of the log",
+        "",
+        "| N | replay of the log, events/s | emit without sockets, events/s |",
+        "|---|---|---|",
+    ]
+    for r in results:
+        if r["config"]["contender"] != "N":
+            continue
+        rp = r["replay"]
+        lines.append(
+            f"| {r['name']} | {_fmt(rp['events_per_s'])} ({rp['events']:,} events) | "
+            f"{_fmt(rp['fill_events_per_s'])} |"
+        )
+    lines += [
+        "",
+        f"Replay: {plan['replay_events']:,} logged events nobody watched, resumed with "
+        "`?after_seq=0`, timed from the handshake to `resume_complete`.",
+    ]
+    return lines
 
 
 def _check(value: float | None, target: float, at_least: bool, ratio: bool = True) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 from websockets.exceptions import WebSocketException
 
-from bench import client, report
+from bench import client, report, workloads
 from bench.servers import ROOT, Databases, Redis, ServerProcess, postgres_available, server_env
 
 THREADS = 100
@@ -64,15 +64,39 @@ class Plan:
     latency_seconds: float
     idle_steps: tuple[int, ...]
     pings: int
-    turns: int
+    turn_sockets: int
+    turn_rounds: int
     replay_events: int
+    stream_cs: tuple[int, ...]
 
 
 PLANS = {
-    "default": Plan("default", (1, 10, 100), 3.0, 10, 20.0, 4.0, (250, 500, 1000), 100, 20, 10000),
-    "quick": Plan("quick", (1, 10, 100), 1.0, 10, 20.0, 2.0, (200,), 50, 5, 10000),
-    "tiny": Plan("tiny", (1, 2), 0.3, 2, 20.0, 0.5, (10,), 5, 2, 200),
+    "default": Plan(
+        "default",
+        (1, 10, 100),
+        3.0,
+        10,
+        20.0,
+        4.0,
+        (1000, 2500, 5000),
+        100,
+        20,
+        10,
+        10000,
+        (50, 200),
+    ),
+    "quick": Plan("quick", (1, 10, 100), 1.0, 10, 20.0, 2.0, (200,), 50, 20, 5, 10000, (50, 200)),
+    "tiny": Plan("tiny", (1, 2), 0.3, 2, 20.0, 0.5, (10,), 5, 2, 2, 200, (3,)),
 }
+# Threads of N's bench user: fan-out, replay, turns (built-in agent), streaming (bench agent).
+TURN_THREADS = 20
+# channels-redis' RedisPubSubChannelLayer instead of its core layer (BENCH_ONLY only).
+PUBSUB = [
+    Config("B", "daphne", "pubsub"),
+    Config("N", "daphne", "pubsub", "postgres"),
+    Config("N", "daphne", "pubsub", "sqlite"),
+]
+STREAM_THREADS = 200
 
 
 def configs(plan: str, full: bool, postgres: bool) -> list[Config]:
@@ -109,7 +133,7 @@ def configs(plan: str, full: bool, postgres: bool) -> list[Config]:
 
 
 async def measure(
-    config: Config, target: client.Target, plan: Plan, extra: dict[str, str]
+    config: Config, target: client.Target, plan: Plan, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """Runs the workloads on one started server."""
     result: dict[str, Any] = {"config": config.__dict__, "name": config.name}
@@ -119,8 +143,15 @@ async def measure(
     result["latency"] = await client.latency(
         target, k=plan.latency_k, rate=plan.latency_rate, duration=plan.latency_seconds
     )
+    if config.contender in ("B", "N"):
+        result["turns"] = await workloads.turns(
+            target, threads=extra["turn_threads"][: plan.turn_sockets], rounds=plan.turn_rounds
+        )
+        result["streaming"] = [
+            await workloads.streaming(target, threads=extra["stream_threads"][:c])
+            for c in plan.stream_cs
+        ]
     if config.contender == "N":
-        result["turns"] = await client.turns(target, thread=extra["turn_thread"], count=plan.turns)
         result["replay"] = await client.replay(
             target, thread=extra["replay_thread"], count=plan.replay_events
         )
@@ -145,20 +176,27 @@ def run_config(
 ) -> dict[str, Any]:
     """Starts one contender's server, measures it and stops it."""
     env: dict[str, str] = {}
-    if config.layer == "redis":
+    if config.layer in ("redis", "pubsub"):
         assert redis is not None
         redis.flush()
         env["REDIS_URL"] = redis.url
+        if config.layer == "pubsub":
+            env["BENCH_REDIS_LAYER"] = "pubsub"
     threads = [f"t{i}" for i in range(THREADS)]
     token = None
-    extra: dict[str, str] = {}
+    extra: dict[str, Any] = {
+        "turn_threads": [f"turn{i}" for i in range(TURN_THREADS)],
+        "stream_threads": [f"stream{i}" for i in range(STREAM_THREADS)],
+    }
     if config.contender == "N":
         env["DATABASE_URL"] = dbs.fresh(config.db)
+        env["NETRA_AGENTS"] = "bench_stream=bench.stream_agent.ScheduledAgent"
         made = _setup(server_env(**env))
         token, threads = made["token"], made["threads"][:THREADS]
         extra = {
-            "turn_thread": made["threads"][THREADS],
-            "replay_thread": made["threads"][THREADS + 1],
+            "replay_thread": made["threads"][THREADS],
+            "turn_threads": made["threads"][THREADS + 1 :],
+            "stream_threads": made["stream_threads"],
         }
     else:
         env["DATABASE_URL"] = f"sqlite:///{dbs.sqlite_template}"
@@ -173,7 +211,7 @@ def run_config(
 def _setup(env: dict[str, str]) -> dict[str, Any]:
     from bench.servers import setup_netra
 
-    return setup_netra(env, threads=THREADS + 2)
+    return setup_netra(env, threads=THREADS + 1 + TURN_THREADS, stream_threads=STREAM_THREADS)
 
 
 def environment() -> dict[str, str]:
@@ -243,14 +281,14 @@ def main(argv: list[str] | None = None) -> None:
     matrix = configs(plan.label, args.full, postgres)
     if args.only:  # any contender of the full matrix, whatever the plan
         wanted = set(args.only.split(","))
-        matrix = [c for c in configs("default", True, postgres) if c.name in wanted]
+        matrix = [c for c in configs("default", True, postgres) + PUBSUB if c.name in wanted]
     workdir = Path(tempfile.mkdtemp(prefix="netra-bench-"))
     # SIGTERM unwinds like Ctrl-C, so the servers, Redis and databases are cleaned up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"bench: plan {plan.label}, {len(matrix)} contenders, work dir {workdir}", flush=True)
     needs_pg = any(c.db == "postgres" for c in matrix)
     dbs = Databases(workdir, postgres=needs_pg)
-    redis = Redis(workdir) if any(c.layer == "redis" for c in matrix) else None
+    redis = Redis(workdir) if any(c.layer in ("redis", "pubsub") for c in matrix) else None
     results = []
     try:
         for config in matrix:

@@ -143,8 +143,9 @@ def _migrate(database_url: str) -> None:
     )
 
 
-def setup_netra(env: dict[str, str], *, threads: int) -> dict[str, Any]:
-    """Creates the bench user, an API token and threads; returns them as a dict."""
+def setup_netra(env: dict[str, str], *, threads: int, stream_threads: int = 0) -> dict[str, Any]:
+    """Creates the bench user, an API token, threads of the default agent and threads of
+    the bench's streaming agent (bench/stream_agent.py); returns them as a dict."""
     script = (
         "import json\n"
         "from django.contrib.auth import get_user_model\n"
@@ -152,8 +153,11 @@ def setup_netra(env: dict[str, str], *, threads: int) -> dict[str, Any]:
         "from chat.models import Thread\n"
         "user = get_user_model().objects.create_user(username='bench', password='pw-Bench-1')\n"
         f"made = Thread.objects.bulk_create(Thread(owner=user) for _ in range({threads}))\n"
+        "streams = Thread.objects.bulk_create(\n"
+        f"    Thread(owner=user, agent='bench_stream') for _ in range({stream_threads}))\n"
         "print(json.dumps({'token': token_create(user=user)[1],\n"
-        "                  'threads': [str(t.id) for t in made]}))\n"
+        "                  'threads': [str(t.id) for t in made],\n"
+        "                  'stream_threads': [str(t.id) for t in streams]}))\n"
     )
     result = subprocess.run(
         [PYTHON, "manage.py", "shell", "-c", script],

@@ -5,7 +5,13 @@ it (earlier versions had no cap); with 100 threads emitting at once, group_send 
 layer fails with "Too many connections" for B and N alike. Both Redis contenders therefore
 get a larger pool; docs/benchmarks.md records this, and netra_site/settings.py should get the
 same setting.
+
+BENCH_REDIS_LAYER=pubsub swaps channels-redis' core layer for its RedisPubSubChannelLayer
+(one PUBLISH per group message, no capacity: what pub/sub drops, gap fill recovers), so
+the two can be compared side by side (the `pubsub` layer of bench/run.py).
 """
+
+import os
 
 from netra_site.settings import *  # noqa: F403
 from netra_site.settings import CHANNEL_LAYERS, REDIS_URL
@@ -13,3 +19,8 @@ from netra_site.settings import CHANNEL_LAYERS, REDIS_URL
 if REDIS_URL:
     for _host in CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]:
         _host["max_connections"] = 1000
+    if os.environ.get("BENCH_REDIS_LAYER") == "pubsub":
+        CHANNEL_LAYERS["default"] = {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},
+        }

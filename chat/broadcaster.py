@@ -17,7 +17,7 @@ from django.db import DatabaseError
 from chat import metrics
 from chat.connections import WORKER_ID
 from chat.errors import report_exception
-from chat.events import PendingEvent, event_append, event_append_many
+from chat.events import PendingEvent, event_append_many
 from chat.protocol import encode
 
 logger = logging.getLogger("netra.broadcaster")
@@ -26,7 +26,6 @@ logger = logging.getLogger("netra.broadcaster")
 MAX_BATCH = 256
 # The database thread of channels' database_sync_to_async, without its close_old_connections
 # around every call (a reconnect per event); chat.events keeps the connection usable.
-_append_one = sync_to_async(event_append, thread_sensitive=True)
 _append_many = sync_to_async(event_append_many, thread_sensitive=True)
 
 
@@ -131,21 +130,12 @@ class Broadcaster:
         in_transaction: Callable[[], None] | None = None,
         attempt: int | None = None,
     ) -> dict[str, Any]:
-        """Logs one event: batched with other emitters' events, or alone when it carries
-        `in_transaction` (a run status change that must commit with it). `attempt` is the
-        emitter's attempt of the run, checked in the write's transaction (chat.events)."""
-        if in_transaction is not None:
-            event: dict[str, Any] = await _append_one(
-                thread_id=thread_id,
-                run_id=run_id,
-                type=type,
-                data=data,
-                in_transaction=in_transaction,
-                attempt=attempt,
-            )
-            return event
+        """Logs one event, batched with other emitters' events; one carrying
+        `in_transaction` (a run status change that must commit with it) is written with it
+        in a savepoint of the batch (chat.events). `attempt` is the emitter's attempt of the
+        run, checked in the write's statement (chat.events)."""
         return await self.writer.append(
-            PendingEvent(thread_id, run_id, type, data, attempt=attempt)
+            PendingEvent(thread_id, run_id, type, data, in_transaction, attempt=attempt)
         )
 
     @property

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
@@ -98,7 +98,10 @@ class Delivery:
         self.last_event_at = 0.0
         self.tail_dirty = True
         self.joined = False
+        # The watch's work under way (a re-join or queueing a tail check), run by TICKER.
         self.watch_task: asyncio.Task[None] | None = None
+        self.watch_from = 0.0
+        self.rejoin_at = 0.0
 
     def _context(self) -> dict[str, Any]:
         return {"connection_id": self.connection_id, "thread_id": self.thread_id}
@@ -154,11 +157,17 @@ class Delivery:
     # --- the watch ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts the watch."""
-        self.watch_task = asyncio.create_task(self._watch())
+        """Starts the watch: the process's one timer (`Ticker`) looks at this socket every
+        TAIL_CHECK_AFTER seconds, so an idle socket keeps no task and no timer of its own."""
+        now = time.monotonic()
+        self.watch_from = now + TAIL_CHECK_AFTER
+        interval = settings.WS_GROUP_REFRESH_INTERVAL
+        self.rejoin_at = now + random.uniform(0.5, 1.0) * interval  # noqa: S311
+        TICKER.add(self)
 
     def stop(self) -> None:
-        """Stops the watch."""
+        """Stops the watch (and a re-join or tail check it has under way)."""
+        TICKER.discard(self)
         if self.watch_task is not None:
             self.watch_task.cancel()
 
@@ -166,28 +175,37 @@ class Delivery:
         """Notes that a run was started: its tail is checked even if no event arrives."""
         self.tail_dirty = True
 
-    async def _watch(self) -> None:
-        """Asks for a tail check when events stopped arriving after some had come, and
-        re-joins the groups every WS_GROUP_REFRESH_INTERVAL seconds."""
-        interval = settings.WS_GROUP_REFRESH_INTERVAL
-        rejoin_at = time.monotonic() + random.uniform(0.5, 1.0) * interval  # noqa: S311
-        while True:
-            await asyncio.sleep(TAIL_CHECK_AFTER)
-            if time.monotonic() >= rejoin_at:
-                rejoin_at = time.monotonic() + interval
-                await self.rejoin()
-            if self.tail_dirty and time.monotonic() - self.last_event_at >= TAIL_CHECK_AFTER:
-                self.tail_dirty = False
-                try:
-                    await self.layer.send(self.channel_name, {"type": "tail.check"})
-                except Exception as exc:  # noqa: BLE001 - retried on the next tick
-                    self.tail_dirty = True
-                    metrics.CHANNEL_LAYER_ERRORS.labels(operation="send").inc()
-                    logger.warning(
-                        "tail check could not be queued: %s",
-                        exc,
-                        extra={"connection_id": self.connection_id},
-                    )
+    def due(self, now: float) -> Coroutine[Any, Any, None] | None:
+        """The watch's work at this tick, if any: a re-join every WS_GROUP_REFRESH_INTERVAL
+        seconds, and a tail check when events stopped arriving after some had come."""
+        if now < self.watch_from:
+            return None
+        rejoin = now >= self.rejoin_at
+        if rejoin:
+            self.rejoin_at = now + settings.WS_GROUP_REFRESH_INTERVAL
+        if not rejoin and not self._tail_due(now):
+            return None
+        return self._watch_once(rejoin=rejoin)
+
+    def _tail_due(self, now: float) -> bool:
+        return self.tail_dirty and now - self.last_event_at >= TAIL_CHECK_AFTER
+
+    async def _watch_once(self, *, rejoin: bool) -> None:
+        if rejoin:
+            await self.rejoin()  # on success it asks for a tail check, made right away
+        if not self._tail_due(time.monotonic()):
+            return
+        self.tail_dirty = False
+        try:
+            await self.layer.send(self.channel_name, {"type": "tail.check"})
+        except Exception as exc:  # noqa: BLE001 - retried on the next tick
+            self.tail_dirty = True
+            metrics.CHANNEL_LAYER_ERRORS.labels(operation="send").inc()
+            logger.warning(
+                "tail check could not be queued: %s",
+                exc,
+                extra={"connection_id": self.connection_id},
+            )
 
     # --- events ---------------------------------------------------------------------------
 
@@ -269,3 +287,50 @@ class Delivery:
             "recovered": recovered,
         }
         await self.sink.send_frame(encode(complete))
+
+
+class Ticker:
+    """One timer per process (per event loop) for the watch of every socket: each tick it
+    asks each Delivery for its due work and runs that as a short task, one at a time per
+    socket, so a slow re-join of one socket delays no other socket's tail check."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.deliveries: set[Delivery] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, delivery: Delivery) -> None:
+        """Watches a socket's delivery from the next tick on."""
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a new event loop (tests): nothing of the old one is valid
+            self.loop, self.deliveries, self.task = loop, set(), None
+        self.deliveries.add(delivery)
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run())
+            self.task.add_done_callback(_watch_done)
+
+    def discard(self, delivery: Delivery) -> None:
+        """Stops watching a delivery (the timer stops with the last one)."""
+        self.deliveries.discard(delivery)
+
+    async def _run(self) -> None:
+        while self.deliveries:
+            await asyncio.sleep(TAIL_CHECK_AFTER)
+            now = time.monotonic()
+            for delivery in list(self.deliveries):
+                if delivery.watch_task is not None and not delivery.watch_task.done():
+                    continue
+                work = delivery.due(now)
+                if work is not None:
+                    delivery.watch_task = asyncio.create_task(work)
+                    delivery.watch_task.add_done_callback(_watch_done)
+
+
+def _watch_done(task: asyncio.Task[None]) -> None:
+    """Reports a watch (or the timer itself) that ended with an exception."""
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None:
+        report_exception(exc, "the socket watch failed", throttle="watch")
+
+
+TICKER = Ticker()

@@ -138,18 +138,19 @@ def event_append(
 
 
 def event_append_many(events: Sequence[PendingEvent]) -> list[dict[str, Any] | Exception]:
-    """Appends events (none with `in_transaction`) in order, returning each one's envelope
-    or the exception that kept it out of the log (sync; database).
+    """Appends events in order, returning each one's envelope or the exception that kept it
+    out of the log (sync; database).
 
-    They commit together: one transaction, so one commit (one fsync) for the whole batch.
-    If that transaction fails, the events are retried one by one, so a failure stays with
-    the event that caused it.
+    They commit together: one transaction, so one commit for the whole batch. An event with
+    `in_transaction` (a run's status change) is written with it in a savepoint, so that the
+    two commit together or neither does, without failing the rest of the batch. If the
+    transaction fails, the events are retried one by one, so a failure stays with the event
+    that caused it.
 
     Like `event_append`, it keeps the thread's connection between calls (no reconnect per
     event; the next `close_old_connections` in this thread applies CONN_MAX_AGE) and
     replaces one that failed and is no longer usable.
     """
-    assert all(event.in_transaction is None for event in events)
     _keep_usable()
     return _append_group(list(events))
 
@@ -197,31 +198,59 @@ def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any]
         prepared.append((event, now, params))
     results: list[dict[str, Any] | Exception] = []
     alone = len(group) == 1 and group[0].in_transaction is None
-    with nullcontext() if single and alone else transaction.atomic():
-        with connection.cursor() as cursor:
-            for item in prepared:
-                if isinstance(item, Exception):
-                    results.append(item)
-                    continue
-                event, now, (when, thread_param, run_param, data_param) = item
-                row = _insert(cursor, event, single, when, thread_param, run_param, data_param)
-                if row is None:
-                    results.append(_refusal(cursor, event, thread_param))
-                    continue
-                results.append(
-                    to_wire(
-                        type=event.type,
-                        seq=int(row[0]),
-                        thread_id=event.thread_id,
-                        run_id=event.run_id,
-                        created_at=now,
-                        data=event.data,
-                    )
+    with (
+        nullcontext() if single and alone else transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        for item in prepared:
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            event, now, params = item
+            row = _insert_one(cursor, event, single, *params)
+            if isinstance(row, Exception):
+                results.append(row)
+                continue
+            if row is None:
+                results.append(_refusal(cursor, event, params[1]))
+                continue
+            results.append(
+                to_wire(
+                    type=event.type,
+                    seq=int(row[0]),
+                    thread_id=event.thread_id,
+                    run_id=event.run_id,
+                    created_at=now,
+                    data=event.data,
                 )
-        in_transaction = group[0].in_transaction
-        if in_transaction is not None and not isinstance(results[0], Exception):
-            in_transaction()
+            )
     return results
+
+
+def _insert_one(
+    cursor: Any,
+    event: PendingEvent,
+    single: bool,
+    when: Any,
+    thread_param: Any,
+    run_param: Any,
+    data_param: Any,
+) -> Any:
+    """`_insert`, and for an event with `in_transaction` that too, in a savepoint of the
+    batch's transaction: if either raises, the savepoint rolls back the event, its seq and
+    whatever the callback wrote, and the exception is returned, for the event's emitter to
+    raise, while the rest of the batch commits. (A plain event's failure propagates: the
+    batch is then retried event by event, chat.events._append_group.)"""
+    if event.in_transaction is None:
+        return _insert(cursor, event, single, when, thread_param, run_param, data_param)
+    try:
+        with transaction.atomic():
+            row = _insert(cursor, event, single, when, thread_param, run_param, data_param)
+            if row is not None:
+                event.in_transaction()
+    except Exception as exc:  # noqa: BLE001 - rolled back to the savepoint; its emitter raises it
+        return exc
+    return row
 
 
 def resume_recovered(*, after_seq: int, first_seq: int | None, last_seq: int) -> bool:

@@ -77,15 +77,18 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Waiting for the write lock beats failing with "database is locked" under bursts:
+    # SQLite's production configuration (docs/deployment.md, "The embedded SQLite"):
+    # waiting for the write lock beats failing with "database is locked" under bursts:
     # IMMEDIATE transactions take the lock at BEGIN, so a transaction that reads and then
     # writes waits its turn (busy timeout) instead of failing on the upgrade; WAL lets
-    # readers (replays, gap fills) go on while a writer commits.
+    # readers (replays, gap fills) go on while a writer commits; synchronous=NORMAL (per
+    # connection) syncs the WAL at checkpoints, not at every commit: a process crash loses
+    # nothing committed, a power loss can drop the last commits.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
 # One persistent connection per database thread (health-checked before reuse) instead of a

@@ -1,0 +1,73 @@
+"""The one timer per process that watches every socket (chat.delivery.Ticker): no task per
+idle socket, each socket's tail check and re-join still on time, a slow re-join of one
+socket delays no other."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from chat import delivery as delivery_module
+from chat.delivery import TICKER
+from tests.test_delivery import FakeLayer, make
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+TICK = 0.05
+
+
+@pytest.fixture(autouse=True)
+def fast_ticks(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    monkeypatch.setattr(delivery_module, "TAIL_CHECK_AFTER", TICK)
+    settings.WS_GROUP_REFRESH_INTERVAL = 3600  # no re-join unless a test makes one due
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(TICK / 5)
+
+
+async def test_idle_sockets_share_one_timer_and_each_gets_its_tail_check(thread: Any) -> None:
+    before = len(asyncio.all_tasks())
+    made = [make(thread) for _ in range(50)]
+    for delivery, _, _ in made:
+        await delivery.join()
+        delivery.start()  # a new delivery's tail is dirty: it is checked once
+    assert len(asyncio.all_tasks()) <= before + 1
+    await wait_for(lambda: all(("send", "tail.check") in layer.calls for _, _, layer in made))
+    await asyncio.sleep(TICK * 4)  # idle now: no more checks, no task per socket
+    assert all(layer.calls.count(("send", "tail.check")) == 1 for _, _, layer in made)
+    assert all(d.watch_task is None or d.watch_task.done() for d, _, _ in made)
+    assert len(asyncio.all_tasks()) <= before + 1
+    for delivery, _, _ in made:
+        delivery.stop()
+    assert TICKER.task is not None
+    await wait_for(TICKER.task.done)
+
+
+class HangingLayer(FakeLayer):
+    """A layer whose group_add never returns (a Redis that stopped answering)."""
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_hanging_rejoin_delays_no_other_socket(thread: Any) -> None:
+    stuck, _, _ = make(thread)
+    stuck.layer = HangingLayer()
+    fine, _, layer = make(thread)
+    await fine.join()
+    stuck.start()
+    fine.start()
+    stuck.rejoin_at = 0.0  # due at the first tick; it hangs there
+    fine.tail_dirty = False
+    await wait_for(lambda: stuck.watch_task is not None)
+    fine.expect_events()
+    await wait_for(lambda: ("send", "tail.check") in layer.calls)
+    stuck.stop()
+    fine.stop()
+    assert stuck.watch_task is not None
+    await wait_for(stuck.watch_task.done)
+    assert stuck.watch_task.cancelled()

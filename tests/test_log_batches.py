@@ -1,0 +1,126 @@
+"""A run's status change committed with its event inside a batch of other runs' events:
+each such event has its own savepoint, so a status change that fails takes its event (and
+its seq) back with it, the emitter gets the exception, and the rest of the batch commits.
+Checked on SQLite in-process and on PostgreSQL (where a failed statement aborts the whole
+transaction unless a savepoint contains it) in a subprocess."""
+
+import asyncio
+import json
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+
+from agents.models import AgentRun, RunStatus
+from chat.broadcaster import Broadcaster
+from chat.events import PendingEvent, event_append_many, events_after
+from chat.models import Message
+from tests import helpers
+from tests.cluster import postgres_database, require_postgres
+from tests.servers import PYTHON, ROOT, base_env
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+class StatusChangeFailed(RuntimeError):
+    """What the failing callback raises."""
+
+
+def batch_check() -> dict[str, Any]:
+    """Writes one batch: a plain event, an event whose status change writes and then fails,
+    an event whose status change commits, a plain event; returns what became of each."""
+    user = helpers.make_user(f"batch-{uuid.uuid4().hex[:6]}")
+    thread = helpers.make_thread(user)
+    message = Message.objects.create(thread=thread, role="user", text="x")
+    run = AgentRun.objects.create(
+        thread=thread, user=user, message=message, agent="builtin", status=RunStatus.RUNNING
+    )
+
+    def failing() -> None:
+        AgentRun.objects.filter(pk=run.pk).update(error_code="half-written")
+        raise StatusChangeFailed("the status change failed")
+
+    def succeeding() -> None:
+        AgentRun.objects.filter(pk=run.pk).update(error_message="committed")
+
+    def event(text: str, in_transaction: Any = None) -> PendingEvent:
+        return PendingEvent(thread.id, run.id, "agent_thinking", {"text": text}, in_transaction)
+
+    results = event_append_many(
+        [event("a"), event("b", failing), event("c", succeeding), event("d")]
+    )
+    run.refresh_from_db()
+    return {
+        "results": [type(r).__name__ if isinstance(r, Exception) else r["seq"] for r in results],
+        "logged": [
+            (e["seq"], e["data"]["text"]) for e in events_after(thread_id=thread.id, after_seq=0)
+        ],
+        "error_code": run.error_code,
+        "error_message": run.error_message,
+    }
+
+
+EXPECTED = {
+    "results": [1, "StatusChangeFailed", 2, 3],
+    "logged": [[1, "a"], [2, "c"], [3, "d"]],
+    "error_code": "",
+    "error_message": "committed",
+}
+
+
+def test_a_failing_status_change_fails_alone_in_its_batch() -> None:
+    assert json.loads(json.dumps(batch_check())) == EXPECTED
+
+
+@pytest.mark.postgres
+def test_a_failing_status_change_fails_alone_in_its_batch_on_postgresql() -> None:
+    require_postgres()
+    with postgres_database() as url:
+        out = subprocess.run(
+            [
+                PYTHON,
+                "manage.py",
+                "shell",
+                "-c",
+                "import json; from tests.test_log_batches import batch_check; "
+                "print(json.dumps(batch_check()))",
+            ],
+            cwd=ROOT,
+            env=base_env(DATABASE_URL=url),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == EXPECTED
+
+
+async def test_the_emitter_of_a_failing_status_change_gets_its_exception() -> None:
+    """Through the broadcaster: concurrent emitters share a batch; the one whose status
+    change fails raises it, the others' events are logged and gapless."""
+    user = await database_sync_to_async(helpers.make_user)("batch-emit")
+    thread = await database_sync_to_async(helpers.make_thread)(user)
+    broadcaster = Broadcaster()
+
+    def failing() -> None:
+        raise StatusChangeFailed("no")
+
+    async def emit(n: int, in_transaction: Any = None) -> dict[str, Any]:
+        event: dict[str, Any] = await broadcaster.emit(
+            thread_id=thread.id,
+            run_id=uuid.uuid4(),
+            type="agent_thinking",
+            data={"text": str(n), "step": 1},
+            in_transaction=in_transaction,
+        )
+        return event
+
+    outcomes = await asyncio.gather(
+        *(emit(n, failing if n == 3 else None) for n in range(6)), return_exceptions=True
+    )
+    assert isinstance(outcomes[3], StatusChangeFailed)
+    written = sorted((o for o in outcomes if isinstance(o, dict)), key=lambda o: o["seq"])
+    assert sorted(o["seq"] for o in written) == [1, 2, 3, 4, 5]
+    logged = await database_sync_to_async(events_after)(thread_id=thread.id, after_seq=0)
+    assert [e["data"]["text"] for e in logged] == [o["data"]["text"] for o in written]
