@@ -86,18 +86,8 @@ def _take_waiting_run(
     RunAttempt.objects.create(
         run=run, number=run.attempt, worker_id=worker_id, reason=RunAttempt.Reason.APPROVAL
     )
-    spec = RunSpec(
-        run_id=run.id,
-        thread_id=run.thread_id,
-        message_id=run.message_id,
-        assistant_message_id=run.assistant_message_id,
-        user_id=run.user_id,
-        text=run.message.text,
-        agent=run.agent,
-        attempt=run.attempt,
-    )
     return Adoption(
-        spec=spec,
+        spec=RunSpec.of(run),
         reason=str(RunAttempt.Reason.APPROVAL),
         started=True,
         resumes=run.resumes,

@@ -37,6 +37,20 @@ class RunSpec:
     # The attempt this worker executes (1 at submit; adoption increments it).
     attempt: int = 1
 
+    @classmethod
+    def of(cls, run: AgentRun) -> "RunSpec":
+        """The spec of a run read back from the database (select its message with it)."""
+        return cls(
+            run_id=run.id,
+            thread_id=run.thread_id,
+            message_id=run.message_id,
+            assistant_message_id=run.assistant_message_id,
+            user_id=run.user_id,
+            text=run.message.text,
+            agent=run.agent,
+            attempt=run.attempt,
+        )
+
 
 @dataclass(frozen=True)
 class Adoption:
@@ -231,18 +245,8 @@ def run_adopt(*, run_id: uuid.UUID, stale_after: float, worker_id: str) -> Adopt
         run.heartbeat_at = timezone.now()
         run.save(update_fields=["attempt", "resumes", "worker_id", "released", "heartbeat_at"])
         RunAttempt.objects.create(run=run, number=run.attempt, worker_id=worker_id, reason=reason)
-    spec = RunSpec(
-        run_id=run.id,
-        thread_id=run.thread_id,
-        message_id=run.message_id,
-        assistant_message_id=run.assistant_message_id,
-        user_id=run.user_id,
-        text=run.message.text,
-        agent=run.agent,
-        attempt=run.attempt,
-    )
     return Adoption(
-        spec=spec,
+        spec=RunSpec.of(run),
         reason=str(reason),
         started=started,
         resumes=run.resumes,
