@@ -108,6 +108,13 @@ def _outcome_error(decision: str, comment: str) -> tuple[str, dict[str, str]]:
     }
 
 
+async def logged_journal(emitter: RunEmitter, spec: RunSpec) -> list[dict[str, Any]]:
+    """The run's journal as logged, once the emitter's queued events are in the log (a read
+    of the log never misses what this run has emitted)."""
+    await emitter.settle()
+    return await database_sync_to_async(selectors.run_journal)(spec=spec)
+
+
 async def settle_pending(
     *,
     emitter: RunEmitter,
@@ -117,7 +124,7 @@ async def settle_pending(
 ) -> None:
     """Emits the outcome of every approval the journal shows pending and decided: its
     approval_resolved, then the call's run (approved) or its tool_completed."""
-    journal = await database_sync_to_async(selectors.run_journal)(spec=spec)
+    journal = await logged_journal(emitter, spec)
     pending = fold_run(journal).pending_approvals
     if not pending:
         return

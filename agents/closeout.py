@@ -85,7 +85,9 @@ async def _emit_what_is_owed(
     emitter: RunEmitter, spec: RunSpec, *, worker_id: str, final: str, failure: AgentFailure | None
 ) -> None:
     """One try of the close-out: each step is skipped once the emitter has it logged, so a
-    retry after a database error picks up where the last try stopped."""
+    retry after a database error picks up where the last try stopped. It starts from what
+    is logged: the run's queued events settle first."""
+    await emitter.settle()
     if not emitter.is_started:
         await emitter.started(
             in_transaction=functools.partial(

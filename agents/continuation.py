@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from agents import selectors, services
-from agents.approval_flow import settle_pending
+from agents.approval_flow import logged_journal, settle_pending
 from agents.closeout import WORKER_LOST
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
@@ -107,7 +107,7 @@ async def resume(
         await settle_pending(emitter=emitter, spec=spec, dispatcher=dispatcher, allowed=allowed)
         if not can_continue(agent):
             raise CANNOT_CONTINUE
-        return await database_sync_to_async(selectors.run_journal)(spec=spec)
+        return await logged_journal(emitter, spec)
     if not can_continue(agent) or adoption.resumes > settings.RUN_MAX_RESUMES:
         logger.warning(
             "run cannot be continued (%s); ending it with worker_lost",
@@ -121,7 +121,7 @@ async def resume(
     await emitter.resumed(RESUMED_TEXT.get(adoption.reason, RESUMED_TEXT["worker_lost"]))
     # An answer recorded just before the former worker stopped is settled first.
     await settle_pending(emitter=emitter, spec=spec, dispatcher=dispatcher, allowed=allowed)
-    journal = await database_sync_to_async(selectors.run_journal)(spec=spec)
+    journal = await logged_journal(emitter, spec)
     for call in fold_run(journal).open_calls.values():
         tool = dispatcher.registry.get(call.tool)
         if tool is not None and tool.idempotent:
@@ -135,4 +135,4 @@ async def resume(
                 error=dict(INTERRUPTED),
                 duration_ms=0,
             )
-    return await database_sync_to_async(selectors.run_journal)(spec=spec)
+    return await logged_journal(emitter, spec)

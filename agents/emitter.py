@@ -8,9 +8,20 @@ partial_result texts equal agent_completed.data.text.
 An emitter writes for one attempt of its run (`attempt`): once a write is fenced (the run
 was adopted elsewhere) or the emitter is halted (its worker released the run), it writes
 nothing more and every emit raises RunFencedError.
+
+The pipeline (docs/architecture.md, "Where each guarantee is kept"): every event is queued
+for the log in order; the log writer commits them in batches and only then are they sent,
+in order. agent_thinking, partial_result and tool_completed are pipelined: their emit
+returns once queued. Every other event (agent_started, tool_executing, approvals,
+agent_error, agent_completed) returns once it and all before it are committed: a tool runs
+only once its tool_executing is in the log. At most MAX_IN_FLIGHT of a run's events wait at
+once; the next emit waits for room. A failed write is raised by the run's next emit (or by
+`settle`, which the run awaits before it ends and the close-out before it closes), never
+dropped.
 """
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +33,13 @@ from chat.events import RunFencedError
 from chat.runevents import EventType
 
 InTransaction = Callable[[], None]
+
+# The most events of one run that may wait for the log at once (the pipeline's bound).
+MAX_IN_FLIGHT = 64
+# The events that are queued for the log without waiting for their commit.
+PIPELINED = frozenset(
+    {EventType.AGENT_THINKING, EventType.PARTIAL_RESULT, EventType.TOOL_COMPLETED}
+)
 
 
 class EmitterStateError(RuntimeError):
@@ -52,6 +70,12 @@ class RunEmitter:
     reopened: set[str] = field(default_factory=set)
     # Approvals asked and not yet resolved: approval_id -> tool_call_id (invariant 6).
     pending_approvals: dict[str, str] = field(default_factory=dict)
+    # The pipeline: queued events whose write and send have not finished, oldest first,
+    # and the first write failure among them, for the next emit or `settle` to raise.
+    in_flight: dict["asyncio.Task[None]", Callable[[bool], object] | None] = field(
+        default_factory=dict
+    )
+    write_failure: BaseException | None = None
 
     def halt(self) -> None:
         """Stops every further write of this emitter (its run was released or taken over)."""
@@ -70,41 +94,130 @@ class RunEmitter:
         in_transaction: InTransaction | None = None,
         *,
         logged: Callable[[], object] | None = None,
+        settled: Callable[[bool], object] | None = None,
     ) -> None:
-        """Emits one event and then applies `logged`, the emitter's own record of it.
+        """Emits one event and applies `logged`, the emitter's own record of it.
 
-        A cancel that arrives while the event is being written does not interrupt the
-        write: the database commits it anyway, so the emitter waits for the outcome and
-        keeps its record in step with the log before it lets the cancel through.
+        Every event is queued for the log in order. A pipelined one (PIPELINED, without
+        `in_transaction`) is recorded when it is queued, and the emit returns; `settled(ok)`
+        runs once its write has committed (True) or failed (False), to complete or take
+        back that record. Any other event is recorded once committed, and its emit returns
+        then (everything before it is committed too, in the same batch or an earlier one),
+        raising its own failure or the first one of an event before it. A cancel that
+        arrives meanwhile does not interrupt the write: the database commits it anyway, so
+        the emitter waits for the outcome and keeps its record in step with the log before
+        it lets the cancel through.
         """
+        self._raise_write_failure()
         if self.halted:
             raise RunFencedError(f"run {self.run_id} is no longer written by this worker")
         if self.is_completed:
             raise EmitterStateError(f"{type} after agent_completed in run {self.run_id}")
         if not self.is_started and type != EventType.AGENT_STARTED:
             raise EmitterStateError(f"{type} before agent_started in run {self.run_id}")
-        write = asyncio.ensure_future(
-            self.broadcaster.emit(
-                thread_id=self.thread_id,
-                run_id=self.run_id,
-                type=type.value,
-                data=data,
-                in_transaction=in_transaction,
-                attempt=self.attempt,
-            )
+        if type in PIPELINED and in_transaction is None:
+            await self._queue(type, data, logged=logged, settled=settled)
+            return
+        record = logged
+        task = await self._queue(
+            type,
+            data,
+            in_transaction=in_transaction,
+            settled=lambda ok: ok and record is not None and record(),
         )
         try:
-            await asyncio.shield(write)
-        except RunFencedError:
-            self.halted = True
-            raise
+            await asyncio.wait([task])
         except asyncio.CancelledError:
-            await asyncio.wait([write])
-            if not write.cancelled() and write.exception() is None and logged is not None:
-                logged()
+            await asyncio.wait([task])  # the write goes on; the record follows its outcome
             raise
+        for done in [t for t in self.in_flight if t.done()]:  # all up to this one
+            self._retire(done)
+        own = None if task.cancelled() else task.exception()
+        if own is not None:
+            self.write_failure = None  # its own failure says more than an earlier one
+            raise own
+        self._raise_write_failure()
+
+    async def _queue(
+        self,
+        type: EventType,
+        data: dict[str, Any],
+        *,
+        in_transaction: InTransaction | None = None,
+        logged: Callable[[], object] | None = None,
+        settled: Callable[[bool], object] | None = None,
+    ) -> "asyncio.Task[None]":
+        while len(self.in_flight) >= MAX_IN_FLIGHT:  # a full pipeline: wait for room
+            await self._retire_oldest()
+            self._raise_write_failure()
+            if self.halted:
+                raise RunFencedError(f"run {self.run_id} is no longer written by this worker")
+        written = self.broadcaster.log(
+            thread_id=self.thread_id,
+            run_id=self.run_id,
+            type=type.value,
+            data=data,
+            in_transaction=in_transaction,
+            attempt=self.attempt,
+        )
+        before = next(reversed(self.in_flight), None)
+        task = asyncio.ensure_future(self._send_when_logged(written, before))
+        self.in_flight[task] = settled
         if logged is not None:
             logged()
+        task.add_done_callback(self._retire)
+        return task
+
+    async def _send_when_logged(self, written: Any, before: "asyncio.Task[None] | None") -> None:
+        """Waits for the event's commit, then sends it. Each queued event finishes only after
+        the one before it (refused or not), so they are sent, and their outcomes kept, in
+        the order they were emitted."""
+        try:
+            event = await written
+        finally:
+            if before is not None and not before.done():
+                await asyncio.wait([before])
+        await self.broadcaster.notify(event)
+
+    def _retire(self, task: "asyncio.Task[None]") -> None:
+        """Takes a finished pipelined write out of the pipeline and keeps its outcome: a
+        failure is held for the next emit (a fenced write halts the emitter at once)."""
+        if task not in self.in_flight:
+            return  # retired already
+        settled = self.in_flight.pop(task)
+        failure = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if settled is not None:
+            settled(failure is None)
+        if failure is None:
+            return
+        if isinstance(failure, RunFencedError):
+            self.halted = True
+        if self.write_failure is None:
+            self.write_failure = failure
+
+    async def _retire_oldest(self) -> None:
+        oldest = next(iter(self.in_flight))
+        await asyncio.wait([oldest])
+        self._retire(oldest)
+
+    def _raise_write_failure(self) -> None:
+        failure, self.write_failure = self.write_failure, None
+        if failure is not None:
+            raise failure
+
+    async def drain(self) -> None:
+        """Waits until every queued event is logged or refused, raising nothing: for a run
+        that stops without a word (released, taken over, its thread deleted), so that
+        nothing of it is written after its task has ended."""
+        while self.in_flight:
+            await self._retire_oldest()
+
+    async def settle(self) -> None:
+        """Waits until every queued event is logged and sent; raises the first write
+        failure among them (once: the close-out that follows may write again)."""
+        while self.in_flight:
+            await self._retire_oldest()
+        self._raise_write_failure()
 
     async def started(self, in_transaction: InTransaction | None = None) -> None:
         """Emits agent_started."""
@@ -178,7 +291,10 @@ class RunEmitter:
         else:
             data["error"] = error
         await self._emit(
-            EventType.TOOL_COMPLETED, data, logged=lambda: self.open_calls.pop(tool_call_id, None)
+            EventType.TOOL_COMPLETED,
+            data,
+            logged=lambda: self.open_calls.pop(tool_call_id, None),
+            settled=lambda ok: ok or self.open_calls.setdefault(tool_call_id, tool),
         )
 
     async def approval_requested(
@@ -228,8 +344,12 @@ class RunEmitter:
         await self._emit(
             EventType.PARTIAL_RESULT,
             {"message_id": str(self.assistant_message_id), "text": text},
-            logged=lambda: self.text_parts.append(text),
+            settled=functools.partial(self._answered, text),
         )
+
+    def _answered(self, text: str, ok: bool) -> None:
+        if ok:  # the answer is what the log holds
+            self.text_parts.append(text)
 
     async def failed(self, failure: AgentFailure) -> None:
         """Emits agent_error; agent_completed{failed} follows from `completed`."""
@@ -241,7 +361,7 @@ class RunEmitter:
 
     @property
     def text(self) -> str:
-        """The answer so far."""
+        """The answer so far, as logged (a queued partial_result counts once committed)."""
         return "".join(self.text_parts)
 
     @property
@@ -250,7 +370,8 @@ class RunEmitter:
         return int((time.monotonic() - self.started_at) * 1000)
 
     async def completed(self, status: str, in_transaction: InTransaction | None = None) -> None:
-        """Emits agent_completed, the last event of the run."""
+        """Emits agent_completed, the last event of the run, once all before it are logged."""
+        await self.settle()
         if self.open_calls:
             raise EmitterStateError(f"agent_completed with open tool calls {self.open_calls}")
         text = self.text

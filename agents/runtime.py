@@ -49,6 +49,10 @@ class RunHandle:
     lost: bool = False
     released: bool = False
     closing: bool = False
+    # A new run's agent_started, logged with the run and not yet sent, and the thread's
+    # history read then (services.run_create).
+    announce: dict[str, Any] | None = None
+    history: list[dict[str, str]] | None = None
 
     def request_cancel(self) -> None:
         """Stops the run; it ends with agent_completed{status: cancelled}. A run already
@@ -120,7 +124,7 @@ class AgentService(ApprovalCommands):
         `probe` runs on an internal health-check thread instead of a user's. While this
         worker drains, the message is still recorded, and its run released at once for
         another worker to adopt."""
-        result, spec = await database_sync_to_async(services.run_create)(
+        result, new = await database_sync_to_async(services.run_create)(
             thread_id=thread_id,
             user=user,
             text=text,
@@ -129,13 +133,16 @@ class AgentService(ApprovalCommands):
             probe=probe,
             released=self.draining,
         )
-        if spec is not None and self.draining:
+        if new is not None and new.started is None:
             logger.info(
                 "message accepted while draining; its run is released to another worker",
-                extra={"run_id": spec.run_id, "thread_id": spec.thread_id},
+                extra={"run_id": new.spec.run_id, "thread_id": new.spec.thread_id},
             )
-        elif spec is not None:
-            self._start(spec, self._new_emitter(spec))
+        elif new is not None:
+            emitter = self._new_emitter(new.spec)
+            emitter.is_started = True  # logged with the run (services.run_create)
+            handle = self._start(new.spec, emitter, announce=new.started)
+            handle.history = new.history
         return result
 
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
@@ -194,10 +201,14 @@ class AgentService(ApprovalCommands):
         handle.cancel_requested = adoption.cancel_requested
 
     def _start(
-        self, spec: RunSpec, emitter: RunEmitter, adoption: Adoption | None = None
+        self,
+        spec: RunSpec,
+        emitter: RunEmitter,
+        adoption: Adoption | None = None,
+        announce: dict[str, Any] | None = None,
     ) -> RunHandle:
         self.ensure_background()
-        handle = RunHandle(spec=spec, emitter=emitter, adoption=adoption)
+        handle = RunHandle(spec=spec, emitter=emitter, adoption=adoption, announce=announce)
         self.runs[spec.run_id] = handle
         # A fresh context: the run must not inherit the request's thread-sensitive executor
         # (asgiref ends it with the HTTP request, long before the run is over).
@@ -253,6 +264,8 @@ class AgentService(ApprovalCommands):
         metrics.RUNS_ACTIVE.inc()
         status, failure = "failed", None
         try:
+            if handle.announce is not None:  # sent after the submit's ack
+                await self.broadcaster.notify_logged(handle.announce)
             if not emitter.is_started:
                 await emitter.started(
                     in_transaction=functools.partial(
@@ -266,7 +279,9 @@ class AgentService(ApprovalCommands):
             agent = self.agents.get(spec.agent)
             if agent is None:
                 raise agent_unavailable(spec.agent)
-            history = await database_sync_to_async(selectors.run_history)(spec=spec)
+            history = handle.history
+            if history is None:
+                history = await database_sync_to_async(selectors.run_history)(spec=spec)
             async with self.dispatcher.run_scope(
                 emitter, user_id=spec.user_id, tools=getattr(agent, "tools", None)
             ) as tools:
@@ -285,11 +300,13 @@ class AgentService(ApprovalCommands):
                 await agent.run(
                     RunInput(text=spec.text, history=history, journal=journal), emitter, tools
                 )
+                await emitter.settle()  # a queued write that failed fails the run here
             status = "completed"
         except ApprovalPending:
             return  # the run waits, held by nobody; its answer continues it (approval_flow)
         except asyncio.CancelledError:
             if handle.lost or handle.released:
+                await emitter.drain()
                 return
             if handle.cancel_requested:
                 status = "cancelled"
@@ -302,6 +319,7 @@ class AgentService(ApprovalCommands):
         except RunFencedError:
             if not (handle.lost or handle.released):
                 self._fenced(handle, "an event write was refused")
+            await emitter.drain()
             return
         except AgentFailure as exc:
             failure = exc
@@ -310,6 +328,7 @@ class AgentService(ApprovalCommands):
             return
         except ThreadGoneError:
             logger.warning("thread deleted during the run", extra={"run_id": spec.run_id})
+            await emitter.drain()
             return
         except (DatabaseError, EventLogError) as exc:
             report_exception(

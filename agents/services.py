@@ -16,8 +16,10 @@ from agents.errors import run_in_progress, run_not_active
 from agents.models import ACTIVE_STATUSES, AgentRun, RunAttempt, RunStatus
 from chat import metrics
 from chat.errors import rate_limited, thread_not_found
+from chat.events import event_append
 from chat.models import Message, Thread
 from chat.ports import SubmitResult
+from chat.runevents import EventType
 from chat.selectors import messages_in_window
 
 RATE_WINDOW = 60.0
@@ -50,6 +52,17 @@ class RunSpec:
             agent=run.agent,
             attempt=run.attempt,
         )
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run just created: its spec, its agent_started as logged in the same transaction
+    (None for a run recorded released, which its adopter starts), and the thread's messages
+    before it (selectors.run_history), read once here."""
+
+    spec: RunSpec
+    started: dict[str, Any] | None
+    history: list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -90,14 +103,16 @@ def run_create(
     worker_id: str,
     probe: bool = False,
     released: bool = False,
-) -> tuple[SubmitResult, RunSpec | None]:
-    """Records a user message and its queued run, answered by the thread's agent;
-    idempotent on (thread, client_msg_id).
+) -> tuple[SubmitResult, NewRun | None]:
+    """Records a user message and its run, answered by the thread's agent, running on
+    `worker_id` with its agent_started logged, all in one transaction; idempotent on
+    (thread, client_msg_id).
 
-    Returns the answer and, for a new run, what executing it needs. `released` (a draining
-    worker) records the run already released, for another worker to adopt. Raises
-    `thread_not_found` and `run_in_progress`. Concurrent submits are settled by the
-    database's unique constraints (one message per client_msg_id, one active run per thread).
+    Returns the answer and, for a new run, what executing it needs (NewRun). `released` (a
+    draining worker) records the run queued and released instead, for another worker to
+    adopt and start. Raises `thread_not_found` and `run_in_progress`. Concurrent submits
+    are settled by the database's unique constraints (one message per client_msg_id, one
+    active run per thread).
     """
     thread = Thread.objects.filter(pk=thread_id, owner=user, is_probe=probe).first()
     if thread is None:
@@ -110,21 +125,37 @@ def run_create(
         with transaction.atomic():
             if AgentRun.objects.filter(thread=thread, status__in=ACTIVE_STATUSES).exists():
                 raise run_in_progress()
+            run_id = uuid.uuid4()
             message = Message.objects.create(
-                thread=thread, role=Message.Role.USER, text=text, client_msg_id=client_msg_id
+                thread=thread,
+                role=Message.Role.USER,
+                text=text,
+                client_msg_id=client_msg_id,
+                run_id=run_id,
             )
+            now = timezone.now()
             run = AgentRun.objects.create(
+                id=run_id,
                 thread=thread,
                 user=user,
                 message=message,
                 agent=thread.agent,
                 worker_id=worker_id,
                 released=released,
+                **({} if released else {"status": RunStatus.RUNNING, "started_at": now}),
+                heartbeat_at=now,
             )
             RunAttempt.objects.create(
                 run=run, number=1, worker_id=worker_id, reason=RunAttempt.Reason.SUBMITTED
             )
-            Message.objects.filter(pk=message.pk).update(run_id=run.id)
+            started = None
+            if not released:
+                started = event_append(
+                    thread_id=thread.id,
+                    run_id=run.id,
+                    type=EventType.AGENT_STARTED.value,
+                    data={"agent": thread.agent, "message_id": str(message.id)},
+                )
     except IntegrityError as exc:
         found = selectors.submit_of(thread=thread, client_msg_id=client_msg_id)
         if found is not None:
@@ -139,7 +170,8 @@ def run_create(
         text=text,
         agent=thread.agent,
     )
-    return SubmitResult(message_id=message.id, run_id=run.id, duplicate=False), spec
+    result = SubmitResult(message_id=message.id, run_id=run.id, duplicate=False)
+    return result, NewRun(spec, started, selectors.run_history(spec=spec))
 
 
 def run_mark_running(*, run_id: uuid.UUID, worker_id: str) -> None:

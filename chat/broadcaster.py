@@ -6,7 +6,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -72,8 +72,9 @@ class LogWriter:
         self.pending: list[tuple[PendingEvent, asyncio.Future[dict[str, Any]]]] = []
         self.task: asyncio.Task[None] | None = None
 
-    async def append(self, event: PendingEvent) -> dict[str, Any]:
-        """Queues one event and returns its envelope once it is in the log."""
+    def submit(self, event: PendingEvent) -> "asyncio.Future[dict[str, Any]]":
+        """Queues one event, in the order of the calls, and returns the future of its
+        envelope, set once the event is in the log (or failed with what kept it out)."""
         loop = asyncio.get_running_loop()
         if self.loop is not loop:  # a new event loop (tests): nothing of the old one is valid
             self.loop, self.pending, self.task = loop, [], None
@@ -81,7 +82,11 @@ class LogWriter:
         self.pending.append((event, future))
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._write())
-        return await future
+        return future
+
+    async def append(self, event: PendingEvent) -> dict[str, Any]:
+        """Queues one event and returns its envelope once it is in the log."""
+        return await self.submit(event)
 
     async def _write(self) -> None:
         while self.pending:
@@ -120,7 +125,7 @@ class Broadcaster:
         self.alias = alias
         self.writer = LogWriter()
 
-    async def _append(
+    def log(
         self,
         *,
         thread_id: uuid.UUID,
@@ -129,14 +134,37 @@ class Broadcaster:
         data: dict[str, Any],
         in_transaction: Callable[[], None] | None = None,
         attempt: int | None = None,
-    ) -> dict[str, Any]:
-        """Logs one event, batched with other emitters' events; one carrying
-        `in_transaction` (a run status change that must commit with it) is written with it
-        in a savepoint of the batch (chat.events). `attempt` is the emitter's attempt of the
-        run, checked in the write's statement (chat.events)."""
-        return await self.writer.append(
+    ) -> Coroutine[Any, Any, dict[str, Any]]:
+        """Queues one event for the log at once (events of one caller are logged in the
+        order of its calls) and returns an awaitable of its envelope, once committed.
+
+        Batched with other emitters' events; one carrying `in_transaction` (a run status
+        change that must commit with it) is written with it in a savepoint of the batch
+        (chat.events). `attempt` is the emitter's attempt of the run, checked in the
+        write's statement (chat.events). A failed write raises EventLogError, chained to
+        the database's exception; a fenced one raises chat.events.RunFencedError.
+        """
+        future = self.writer.submit(
             PendingEvent(thread_id, run_id, type, data, in_transaction, attempt=attempt)
         )
+        return self._logged(future, type=type, run_id=run_id, thread_id=thread_id)
+
+    async def _logged(
+        self,
+        future: "asyncio.Future[dict[str, Any]]",
+        *,
+        type: str,
+        run_id: uuid.UUID,
+        thread_id: uuid.UUID,
+    ) -> dict[str, Any]:
+        try:
+            event = await future
+        except DatabaseError as exc:
+            raise EventLogError(
+                f"could not log {type} of run {run_id} in thread {thread_id}: {exc}"
+            ) from exc
+        metrics.EVENTS_EMITTED.labels(type=type).inc()
+        return event
 
     @property
     def channel_layer(self) -> Any:
@@ -155,26 +183,25 @@ class Broadcaster:
     ) -> dict[str, Any]:
         """Appends the event to the log and sends it to the thread's group; returns it.
 
-        A failed log write raises (the run fails loudly); a fenced one raises
-        chat.events.RunFencedError. A failed send is logged and counted, and the sockets
-        take the event from the log by gap fill.
+        A failed log write raises (see `log`). A failed send is logged and counted, and
+        the sockets take the event from the log by gap fill.
         """
-        try:
-            event = await self._append(
-                thread_id=thread_id,
-                run_id=run_id,
-                type=type,
-                data=data,
-                in_transaction=in_transaction,
-                attempt=attempt,
-            )
-        except DatabaseError as exc:
-            raise EventLogError(
-                f"could not log {type} of run {run_id} in thread {thread_id}: {exc}"
-            ) from exc
-        metrics.EVENTS_EMITTED.labels(type=type).inc()
+        event = await self.log(
+            thread_id=thread_id,
+            run_id=run_id,
+            type=type,
+            data=data,
+            in_transaction=in_transaction,
+            attempt=attempt,
+        )
         await self.notify(event)
         return event
+
+    async def notify_logged(self, event: dict[str, Any]) -> None:
+        """Counts and sends an event logged in a caller's own transaction (a new run's
+        agent_started, agents/services.run_create)."""
+        metrics.EVENTS_EMITTED.labels(type=event["type"]).inc()
+        await self.notify(event)
 
     async def notify(self, event: dict[str, Any]) -> None:
         """Sends a logged event to its thread's group; failures are logged and counted."""

@@ -160,6 +160,58 @@ def make_sockets_slow(monkeypatch: pytest.MonkeyPatch, delay: float = 0.02) -> N
     monkeypatch.setattr(ChatConsumer, "send", slow_send)
 
 
+def fail_event_writes(
+    monkeypatch: pytest.MonkeyPatch,
+    failures: dict[str, int],
+    message: str = "connection lost",
+    *,
+    skip: int = 0,
+) -> list[str]:
+    """Makes the database refuse `failures[type]` events of each type, after letting the
+    first `skip` of that type through: every attempt to insert such an event raises
+    OperationalError (its batch is then retried event by event, and the doomed one fails
+    alone, as a real failed write does). Returns the types of the refusals, in order."""
+    from django.db import OperationalError
+
+    from chat import events as event_log
+
+    real_insert = event_log._insert
+    doomed: set[int] = set()
+    seen: dict[str, set[int]] = {}
+    refused: list[str] = []
+    kept: list[Any] = []  # every event seen stays alive, so that no id is reused
+
+    def failing_insert(cursor: Any, event: Any, *args: Any) -> Any:
+        of_type = seen.setdefault(event.type, set())
+        if id(event) not in of_type:
+            of_type.add(id(event))
+            kept.append(event)
+        if id(event) not in doomed and len(of_type) > skip and failures.get(event.type, 0) > 0:
+            failures[event.type] -= 1
+            doomed.add(id(event))
+        if id(event) in doomed:
+            refused.append(event.type)
+            raise OperationalError(message)
+        return real_insert(cursor, event, *args)
+
+    monkeypatch.setattr(event_log, "_insert", failing_insert)
+    return refused
+
+
+def slow_event_writes(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
+    """Makes every commit of the log writer take `delay` longer to come back."""
+    from chat import broadcaster
+
+    real_append_many = broadcaster._append_many
+
+    async def slow_append_many(events: Any) -> Any:
+        results = await real_append_many(events)
+        await asyncio.sleep(delay)  # the rows are in; the commit is slow to come back
+        return results
+
+    monkeypatch.setattr(broadcaster, "_append_many", slow_append_many)
+
+
 def metric(name: str, server: Server | None = None, /, **labels: str) -> float:
     """A metric's value: the sum of the samples called `name` whose labels include `labels`
     (all of them without labels). Read from this process's registry, or from the /metrics

@@ -193,19 +193,12 @@ async def test_cancel_during_event_writes_keeps_the_log_whole(
     """A cancel that lands while an event is being written: the write completes, and the
     emitter's record (open calls, answer text) stays in step with the log."""
     settings.AGENT_STREAM_CHUNK = 1
-    broadcaster = service.broadcaster
-    real_append = broadcaster._append
-
-    async def slow_append(**kwargs: Any) -> Any:
-        event = await real_append(**kwargs)
-        await asyncio.sleep(0.03)  # the row is in; the commit is slow to come back
-        return event
-
-    monkeypatch.setattr(broadcaster, "_append", slow_append)
+    helpers.slow_event_writes(monkeypatch, 0.03)
     comm, _ = await helpers.open_socket(thread.id, token=token)
     await helpers.send(comm, helpers.message("what is 1+1 and 2+2 and 3+3 and 4+4 and 5+5"))
     ack = await comm.receive_json_from(timeout=5)
-    await helpers.receive_until(comm, lambda f: f.get("type") == "partial_result", timeout=10)
+    # The first call is in; the next ones wait for their tool_executing's slow commit.
+    await helpers.receive_until(comm, lambda f: f.get("type") == "tool_completed", timeout=10)
     await helpers.send(comm, {"type": "cancel", "run_id": ack["run_id"]})
     await helpers.receive_until(comm, helpers.completed, timeout=10)
     await comm.disconnect()
@@ -217,19 +210,7 @@ async def test_cancel_during_event_writes_keeps_the_log_whole(
 async def test_agent_error_survives_a_database_blip_during_close_out(
     thread: Any, token: str, service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from django.db import OperationalError
-
-    broadcaster = service.broadcaster
-    real_append = broadcaster._append
-    fail_once = {"partial_result", "agent_error"}
-
-    async def flaky_append(**kwargs: Any) -> Any:
-        if kwargs["type"] in fail_once:
-            fail_once.discard(kwargs["type"])
-            raise OperationalError("connection lost")
-        return await real_append(**kwargs)
-
-    monkeypatch.setattr(broadcaster, "_append", flaky_append)
+    helpers.fail_event_writes(monkeypatch, {"partial_result": 1, "agent_error": 1})
     comm, _ = await helpers.open_socket(thread.id, token=token)
     await helpers.send(comm, helpers.message("what is 2+3"))
     frames = await helpers.receive_until(comm, helpers.completed, timeout=10)

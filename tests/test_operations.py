@@ -266,17 +266,9 @@ async def test_database_failure_during_emit_reaches_sentry_once(
     sentry_events: list[dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    broadcaster = service.broadcaster
-    real_append = broadcaster._append
-    failures = {"left": 1}
-
-    async def flaky_append(**kwargs: Any) -> Any:
-        if kwargs["type"] == "partial_result" and failures["left"]:
-            failures["left"] -= 1
-            raise OperationalError("server closed the connection unexpectedly")
-        return await real_append(**kwargs)
-
-    monkeypatch.setattr(broadcaster, "_append", flaky_append)
+    helpers.fail_event_writes(
+        monkeypatch, {"partial_result": 1}, "server closed the connection unexpectedly"
+    )
     comm, _ = await helpers.open_socket(thread.id, token=token)
     await helpers.send(comm, helpers.message("what is 3*3"))
     frames = await helpers.receive_until(comm, helpers.completed)
