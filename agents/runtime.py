@@ -1,6 +1,7 @@
-"""The agent service: submits runs, executes them detached from sockets, heartbeats them,
-cancels them, continues runs other workers left (agents/continuation.py) and releases its
-own when it drains (agents/drain.py). Closing a run out is in agents/closeout.py."""
+"""The agent service: submits runs, executes them detached from sockets, cancels them,
+continues runs other workers left (agents/continuation.py) and releases its own when it
+drains (agents/drain.py). Its heartbeat and adoption sweep are in agents/background.py;
+closing a run out is in agents/closeout.py."""
 
 import asyncio
 import contextvars
@@ -12,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import DatabaseError
 
 from agents import approvals, continuation, selectors, services
 from agents.approval_flow import ApprovalCommands, ApprovalPending
+from agents.background import BackgroundLoops
 from agents.closeout import WORKER_LOST, close_out, reap_stale_runs
 from agents.dispatcher import ToolDispatcher
 from agents.emitter import RunEmitter
@@ -24,7 +25,7 @@ from agents.errors import AgentFailure, agent_unavailable
 from agents.providers.base import RunInput
 from agents.registry import AgentRegistry
 from agents.services import Adoption, RunOwnershipLostError, RunSpec
-from chat import housekeeping, metrics
+from chat import metrics
 from chat.broadcaster import Broadcaster, EventLogError
 from chat.connections import WORKER_ID
 from chat.errors import report_exception
@@ -84,7 +85,7 @@ class RunHandle:
 
 
 @dataclass
-class AgentService(ApprovalCommands):
+class AgentService(BackgroundLoops, ApprovalCommands):
     """Runs agents for user messages; reached by the chat layer through the app registry.
     Its approval commands (answer, expire, list pending) are in agents/approval_flow.py."""
 
@@ -376,65 +377,5 @@ class AgentService(ApprovalCommands):
             },
         )
 
-    # --- background: heartbeat, remote cancel, adoption ----------------------------------------
-
-    def ensure_background(self) -> None:
-        """Starts every background loop of this process on the running event loop, unless
-        BACKGROUND_TASKS is off: the run heartbeat and adoption sweep, and housekeeping
-        (process heartbeat, held-back state log rows, connection reaper). Loops start here."""
-        if not settings.BACKGROUND_TASKS:
-            return
-        housekeeping.ensure_started()
-        loop = asyncio.get_running_loop()
-        if self._background is None or self._background.done() or self._background_loop is not loop:
-            self._background_loop = loop
-            self._background = loop.create_task(
-                self._background_loop_body(),
-                name="netra-agent-background",
-                context=contextvars.Context(),
-            )
-
-    async def stop_background(self) -> None:
-        """Stops the background loops (tests, shutdown)."""
-        task, self._background = self._background, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await housekeeping.stop()
-
-    async def _background_loop_body(self) -> None:
-        # The first sweep is at once: a restarted process continues released runs now.
-        next_sweep = time.monotonic()
-        while True:
-            try:
-                await self.beat()
-                if time.monotonic() >= next_sweep and not self.draining:
-                    next_sweep = time.monotonic() + settings.RUN_REAPER_INTERVAL
-                    await continuation.adopt_runs(self)
-                    await self.expire_approvals()
-            except DatabaseError as exc:
-                logger.warning("heartbeat or adoption sweep failed: %s", exc)
-            except Exception as exc:  # noqa: BLE001 - reported; the loop must keep beating
-                report_exception(exc, "agent background loop failed")
-            await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)
-
-    async def beat(self) -> None:
-        """Refreshes this worker's run heartbeats and applies cancels asked elsewhere."""
-        metrics.UNPAIRED_TOOL_CALLS.set(self.dispatcher.unpaired_now())
-        if not self.runs:
-            return
-        cancel, lost, gone = await database_sync_to_async(services.run_heartbeat)(
-            run_ids=list(self.runs), worker_id=self.worker_id
-        )
-        for run_id in cancel:
-            if run_id in self.runs:
-                self.runs[run_id].request_cancel()
-        for run_id in gone:
-            if (handle := self.runs.get(run_id)) is not None and not handle.closing:
-                logger.warning("thread deleted during the run", extra={"run_id": run_id})
-                handle.abandon()
-        for run_id in lost:
-            handle = self.runs.get(run_id)
-            if handle is not None and not (handle.lost or handle.released or handle.closing):
-                self._fenced(handle, "its heartbeat found it held elsewhere")
-                handle.abandon()
+    def _service(self) -> "AgentService":
+        return self

@@ -15,12 +15,12 @@ from agents import selectors
 from agents.errors import run_in_progress, run_not_active
 from agents.models import ACTIVE_STATUSES, AgentRun, RunAttempt, RunStatus
 from chat import metrics
-from chat.errors import rate_limited, thread_not_found
+from chat.errors import NetraError, rate_limited, thread_not_found
 from chat.events import event_append
 from chat.models import Message, Thread
 from chat.ports import SubmitResult
 from chat.runevents import EventType
-from chat.selectors import messages_in_window
+from chat.selectors import nth_newest_message_at
 
 RATE_WINDOW = 60.0
 
@@ -84,9 +84,9 @@ class RunOwnershipLostError(RuntimeError):
 
 def _check_message_rate(user: Any) -> None:
     limit = settings.WS_RATE_MESSAGES_PER_MINUTE
-    recent = messages_in_window(user=user, seconds=RATE_WINDOW)
-    if len(recent) >= limit:
-        retry_after = RATE_WINDOW - (timezone.now() - recent[-limit]).total_seconds()
+    oldest = nth_newest_message_at(user=user, seconds=RATE_WINDOW, n=limit)
+    if oldest is not None:  # `limit` messages in the window already
+        retry_after = RATE_WINDOW - (timezone.now() - oldest).total_seconds()
         metrics.RATE_LIMITED.labels(kind="messages").inc()
         raise rate_limited(
             f"At most {limit} messages a minute; retry in {max(retry_after, 0.1):.1f} s.",
@@ -117,14 +117,18 @@ def run_create(
     thread = Thread.objects.filter(pk=thread_id, owner=user, is_probe=probe).first()
     if thread is None:
         raise thread_not_found()
-    found = selectors.submit_of(thread=thread, client_msg_id=client_msg_id)
-    if found is not None:
-        return found, None
-    _check_message_rate(user)
     try:
+        _check_message_rate(user)
+    except NetraError:
+        # A retry of a message already recorded gets its ids, however many came since.
+        found = selectors.submit_of(thread=thread, client_msg_id=client_msg_id)
+        if found is not None:
+            return found, None
+        raise
+    try:
+        # A retry or a second active run is refused by a unique constraint (one message
+        # per client_msg_id, one active run per thread): no lookup before the insert.
         with transaction.atomic():
-            if AgentRun.objects.filter(thread=thread, status__in=ACTIVE_STATUSES).exists():
-                raise run_in_progress()
             run_id = uuid.uuid4()
             message = Message.objects.create(
                 thread=thread,

@@ -93,14 +93,16 @@ def open_sockets(*, user_id: Any) -> int:
     return Connection.objects.filter(user_id=user_id, state__in=OPEN_STATES).count()
 
 
-def messages_in_window(*, user: Any, seconds: float) -> list[Any]:
-    """Returns the times of the user's messages in the last `seconds`, oldest first."""
+def nth_newest_message_at(*, user: Any, seconds: float, n: int) -> Any:
+    """The time of the user's n-th newest message of the last `seconds`, or None if they
+    sent fewer than n then (one indexed row, however many they sent)."""
     since = timezone.now() - timedelta(seconds=seconds)
-    return list(
+    rows = (
         Message.objects.filter(thread__owner=user, role=Message.Role.USER, created_at__gte=since)
-        .order_by("created_at")
-        .values_list("created_at", flat=True)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[n - 1 : n]
     )
+    return next(iter(rows), None)
 
 
 def thread_resume_seq(*, thread: Thread) -> int:
