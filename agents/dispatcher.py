@@ -78,11 +78,18 @@ class ToolDispatcher:
 
     @contextlib.asynccontextmanager
     async def run_scope(
-        self, emitter: RunEmitter, *, user_id: Any, tools: Iterable[str] | None = None
+        self,
+        emitter: RunEmitter,
+        *,
+        user_id: Any,
+        tools: Iterable[str] | None = None,
+        username: str | None = None,
     ) -> AsyncIterator["RunTools"]:
         """Binds a run to its user for the duration of the block: every call of that run
-        (through the yielded RunTools or `call(emitter, ...)`) gets that user's context."""
-        username = await database_sync_to_async(selectors.username_of)(user_id=user_id)
+        (through the yielded RunTools or `call(emitter, ...)`) gets that user's context
+        (`username`, if not given, is read)."""
+        if username is None:
+            username = await database_sync_to_async(selectors.username_of)(user_id=user_id)
         context = ToolContext(
             user_id=user_id,
             username=username,

@@ -284,7 +284,10 @@ class AgentService(BackgroundLoops, ApprovalCommands):
             if history is None:
                 history = await database_sync_to_async(selectors.run_history)(spec=spec)
             async with self.dispatcher.run_scope(
-                emitter, user_id=spec.user_id, tools=getattr(agent, "tools", None)
+                emitter,
+                user_id=spec.user_id,
+                username=spec.username,
+                tools=getattr(agent, "tools", None),
             ) as tools:
                 journal: list[dict[str, Any]] = []
                 if handle.adoption is not None and handle.adoption.started:

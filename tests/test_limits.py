@@ -88,6 +88,19 @@ async def test_messages_over_the_rate_get_rate_limited_and_the_socket_stays(
     assert int(response["Retry-After"]) >= 1
 
 
+async def test_a_rate_of_zero_turns_the_message_rate_check_off(
+    thread: Any, token: str, service: Any, settings: Any
+) -> None:
+    settings.WS_RATE_MESSAGES_PER_MINUTE = 0
+    comm, _ = await helpers.open_socket(thread.id, token=token)
+    for i in range(3):
+        await helpers.send(comm, helpers.message("what is 1+1", f"free-{i}"))
+        assert (await comm.receive_json_from(timeout=5))["type"] == "ack"
+        await helpers.receive_until(comm, helpers.completed)
+        await service.wait_idle()
+    await comm.disconnect()
+
+
 async def test_revoking_a_token_closes_its_sockets_with_4401(
     thread: Any, user: Any, service: Any
 ) -> None:
