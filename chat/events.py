@@ -10,6 +10,9 @@ statement that takes the seq. On PostgreSQL the run's row is share-locked by tha
 statement, so an adoption (which increments the attempt) waits for the write to commit, or
 the write sees the new attempt and is refused; on SQLite the check runs inside the write
 lock. A refused event fails alone with RunFencedError; the rest of its batch commits.
+
+On PostgreSQL the statements of a batch's plain events go out in one round trip
+(`_pipelined_rows`); they still run one by one, in order, in the batch's transaction.
 """
 
 import functools
@@ -202,12 +205,13 @@ def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any]
         nullcontext() if single and alone else transaction.atomic(),
         connection.cursor() as cursor,
     ):
-        for item in prepared:
+        rows = _pipelined_rows(cursor, prepared) if single else {}
+        for index, item in enumerate(prepared):
             if isinstance(item, Exception):
                 results.append(item)
                 continue
             event, now, params = item
-            row = _insert_one(cursor, event, single, *params)
+            row = rows[index] if index in rows else _insert_one(cursor, event, single, *params)
             if isinstance(row, Exception):
                 results.append(row)
                 continue
@@ -225,6 +229,49 @@ def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any]
                 )
             )
     return results
+
+
+Prepared = tuple[PendingEvent, datetime, list[Any]] | Exception
+
+
+def _pipelined_rows(cursor: Any, prepared: list[Prepared]) -> dict[int, Any]:
+    """On PostgreSQL, writes the batch's events up to its first one with `in_transaction`
+    in one round trip: their statements go out together (psycopg's pipeline, through
+    executemany) and run one after another, in order, in the batch's transaction. Returns
+    each one's row by its index in `prepared` (None: refused, see `_refusal`). Events from
+    the first `in_transaction` on are left to `_insert_one` (their callbacks run between
+    statements), as is a batch of one."""
+    plain: list[tuple[int, PendingEvent, list[Any]]] = []
+    for index, item in enumerate(prepared):
+        if isinstance(item, Exception):
+            continue
+        event, _, params = item
+        if event.in_transaction is not None:
+            break
+        plain.append((index, event, params))
+    if len(plain) < 2:
+        return {}
+    fenced = _fenced_statements()[0]
+    by_statement: dict[str, list[tuple[int, list[Any]]]] = {}
+    for index, event, (when, thread_param, run_param, data_param) in plain:
+        tail = [thread_param, run_param, event.type, data_param, when]
+        if event.attempt is None:
+            statement, args = _PG_APPEND, [when, thread_param, *tail]
+        else:
+            statement, args = fenced, [run_param, event.attempt, when, thread_param, *tail]
+        by_statement.setdefault(statement, []).append((index, args))
+    if len(by_statement) > 1:  # both kinds (never in one run's events): one at a time
+        return {}
+    ((statement, calls),) = by_statement.items()
+    raw = cursor.cursor  # the psycopg cursor under Django's wrapper
+    rows: dict[int, Any] = {}
+    with connection.wrap_database_errors:  # psycopg's errors as Django's, as for execute
+        raw.executemany(statement, [args for _, args in calls], returning=True)
+        for position, (index, _) in enumerate(calls):
+            if position:
+                raw.nextset()
+            rows[index] = raw.fetchone()
+    return rows
 
 
 def _insert_one(

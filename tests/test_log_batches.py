@@ -96,6 +96,85 @@ def test_a_failing_status_change_fails_alone_in_its_batch_on_postgresql() -> Non
     assert json.loads(out.strip().splitlines()[-1]) == EXPECTED
 
 
+def pipelined_check() -> dict[str, Any]:
+    """Writes one batch of two runs' events (on PostgreSQL the ones before the first
+    status change go out in one round trip): one from a stale attempt and one of a
+    deleted thread among them, then a status change and a plain event; returns what
+    became of each, and each thread's log."""
+    user = helpers.make_user(f"pipe-{uuid.uuid4().hex[:6]}")
+    threads = [helpers.make_thread(user) for _ in range(2)]
+    runs = []
+    for thread in threads:
+        message = Message.objects.create(thread=thread, role="user", text="x")
+        runs.append(
+            AgentRun.objects.create(
+                thread=thread, user=user, message=message, agent="builtin", status="running"
+            )
+        )
+
+    def event(n: int, text: str, attempt: int = 1, in_transaction: Any = None) -> PendingEvent:
+        thread_id, run_id = (threads[n].id, runs[n].id) if n >= 0 else (uuid.uuid4(),) * 2
+        return PendingEvent(
+            thread_id, run_id, "agent_thinking", {"text": text}, in_transaction, attempt
+        )
+
+    def succeeding() -> None:
+        AgentRun.objects.filter(pk=runs[0].pk).update(error_message="committed")
+
+    batch = [
+        event(0, "a1"),
+        event(1, "b1"),
+        event(0, "stale", attempt=0),
+        event(-1, "gone"),
+        event(0, "a2"),
+        event(1, "b2"),
+        event(0, "a3", in_transaction=succeeding),
+        event(1, "b3"),
+    ]
+    results = event_append_many(batch)
+    return {
+        "results": [type(r).__name__ if isinstance(r, Exception) else r["seq"] for r in results],
+        "logged": [
+            [(e["seq"], e["data"]["text"]) for e in events_after(thread_id=t.id, after_seq=0)]
+            for t in threads
+        ],
+        "committed": AgentRun.objects.get(pk=runs[0].pk).error_message,
+    }
+
+
+PIPELINED = {
+    "results": [1, 1, "RunFencedError", "ThreadGoneError", 2, 2, 3, 3],
+    "logged": [[[1, "a1"], [2, "a2"], [3, "a3"]], [[1, "b1"], [2, "b2"], [3, "b3"]]],
+    "committed": "committed",
+}
+
+
+def test_a_batch_of_two_runs_keeps_each_thread_gapless_and_refusals_alone() -> None:
+    assert json.loads(json.dumps(pipelined_check())) == PIPELINED
+
+
+@pytest.mark.postgres
+def test_a_batch_in_one_round_trip_keeps_each_thread_gapless_on_postgresql() -> None:
+    require_postgres()
+    with postgres_database() as url:
+        out = subprocess.run(
+            [
+                PYTHON,
+                "manage.py",
+                "shell",
+                "-c",
+                "import json; from tests.test_log_batches import pipelined_check; "
+                "print(json.dumps(pipelined_check()))",
+            ],
+            cwd=ROOT,
+            env=base_env(DATABASE_URL=url),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == PIPELINED
+
+
 async def test_the_emitter_of_a_failing_status_change_gets_its_exception() -> None:
     """Through the broadcaster: concurrent emitters share a batch; the one whose status
     change fails raises it, the others' events are logged and gapless."""
