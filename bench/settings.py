@@ -2,9 +2,9 @@
 
 redis-py 8 caps a connection pool at 100 connections and raises MaxConnectionsError past
 it (earlier versions had no cap); with 100 threads emitting at once, group_send on the Redis
-layer fails with "Too many connections" for B and N alike. Both Redis contenders therefore
-get a larger pool; docs/benchmarks.md records this, and netra_site/settings.py should get the
-same setting.
+layer fails with "Too many connections". netra_site/settings.py sets a pool of 1,000
+(REDIS_MAX_CONNECTIONS); both Redis contenders get that pool here whatever the environment
+says (docs/benchmarks.md, "Found on the way").
 
 BENCH_REDIS_LAYER=pubsub swaps channels-redis' core layer for its RedisPubSubChannelLayer
 (one PUBLISH per group message, no capacity: what pub/sub drops, gap fill recovers), so
