@@ -144,6 +144,23 @@ def postgres_database() -> Iterator[str]:
         _drop(name)
 
 
+def check_on_postgresql(module: str, function: str) -> Any:
+    """Runs `module.function()` (a check that returns JSON-able data) in `manage.py shell`
+    on a fresh migrated PostgreSQL database, and returns what it returned."""
+    require_postgres()
+    code = f"import json; from {module} import {function}; print(json.dumps({function}()))"
+    with postgres_database() as url:
+        out = subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", code],
+            cwd=ROOT,
+            env=base_env(DATABASE_URL=url),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def query(database_url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
     """Runs one SQL query on a test database and returns its rows."""
     with psycopg.connect(database_url, autocommit=True) as conn:

@@ -6,7 +6,6 @@ transaction unless a savepoint contains it) in a subprocess."""
 
 import asyncio
 import json
-import subprocess
 import uuid
 from typing import Any
 
@@ -18,8 +17,7 @@ from chat.broadcaster import Broadcaster
 from chat.events import PendingEvent, event_append_many, events_after
 from chat.models import Message
 from tests import helpers
-from tests.cluster import postgres_database, require_postgres
-from tests.servers import PYTHON, ROOT, base_env
+from tests.cluster import check_on_postgresql
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -76,24 +74,7 @@ def test_a_failing_status_change_fails_alone_in_its_batch() -> None:
 
 @pytest.mark.postgres
 def test_a_failing_status_change_fails_alone_in_its_batch_on_postgresql() -> None:
-    require_postgres()
-    with postgres_database() as url:
-        out = subprocess.run(
-            [
-                PYTHON,
-                "manage.py",
-                "shell",
-                "-c",
-                "import json; from tests.test_log_batches import batch_check; "
-                "print(json.dumps(batch_check()))",
-            ],
-            cwd=ROOT,
-            env=base_env(DATABASE_URL=url),
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == EXPECTED
+    assert check_on_postgresql("tests.test_log_batches", "batch_check") == EXPECTED
 
 
 def pipelined_check() -> dict[str, Any]:
@@ -155,24 +136,7 @@ def test_a_batch_of_two_runs_keeps_each_thread_gapless_and_refusals_alone() -> N
 
 @pytest.mark.postgres
 def test_a_batch_in_one_round_trip_keeps_each_thread_gapless_on_postgresql() -> None:
-    require_postgres()
-    with postgres_database() as url:
-        out = subprocess.run(
-            [
-                PYTHON,
-                "manage.py",
-                "shell",
-                "-c",
-                "import json; from tests.test_log_batches import pipelined_check; "
-                "print(json.dumps(pipelined_check()))",
-            ],
-            cwd=ROOT,
-            env=base_env(DATABASE_URL=url),
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == PIPELINED
+    assert check_on_postgresql("tests.test_log_batches", "pipelined_check") == PIPELINED
 
 
 async def test_the_emitter_of_a_failing_status_change_gets_its_exception() -> None:

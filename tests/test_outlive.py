@@ -9,8 +9,6 @@ next attempt. The multi-process versions are in tests/test_drain.py.
 
 import asyncio
 import dataclasses
-import json
-import subprocess
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -27,8 +25,7 @@ from chat.events import PendingEvent, RunFencedError, event_append, event_append
 from chat.models import Message
 from chat.runevents import fold_run
 from tests import helpers
-from tests.cluster import postgres_database, require_postgres
-from tests.servers import PYTHON, ROOT, base_env
+from tests.cluster import check_on_postgresql
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -93,24 +90,7 @@ def test_a_stale_attempt_cannot_write_and_fails_alone_in_its_batch() -> None:
 
 @pytest.mark.postgres
 def test_fencing_on_postgresql() -> None:
-    require_postgres()
-    with postgres_database() as url:
-        out = subprocess.run(
-            [
-                PYTHON,
-                "manage.py",
-                "shell",
-                "-c",
-                "import json; from tests.test_outlive import fencing_check; "
-                "print(json.dumps(fencing_check()))",
-            ],
-            cwd=ROOT,
-            env=base_env(DATABASE_URL=url),
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == EXPECTED_FENCING
+    assert check_on_postgresql("tests.test_outlive", "fencing_check") == EXPECTED_FENCING
 
 
 # --- continuation in one process ------------------------------------------------------------

@@ -22,6 +22,18 @@ from tests import helpers
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
+def new_emitter(thread: Any) -> RunEmitter:
+    """An emitter of a new run in `thread`, writing through a real Broadcaster."""
+    return RunEmitter(
+        Broadcaster(),
+        thread_id=thread.id,
+        run_id=uuid.uuid4(),
+        message_id=uuid.uuid4(),
+        assistant_message_id=uuid.uuid4(),
+        agent="builtin",
+    )
+
+
 async def logged(thread: Any) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = await database_sync_to_async(events_after)(
         thread_id=thread.id, after_seq=0
@@ -90,14 +102,7 @@ async def test_a_full_pipeline_holds_the_producer_back_and_nothing_is_sent_uncom
     layer = get_channel_layer()
     listener = await layer.new_channel()
     await layer.group_add(thread_group(thread.id), listener)
-    emitter = RunEmitter(
-        Broadcaster(),
-        thread_id=thread.id,
-        run_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        assistant_message_id=uuid.uuid4(),
-        agent="builtin",
-    )
+    emitter = new_emitter(thread)
     await emitter.started()
     await emitter.thinking("Writing the answer.")
     await emitter.settle()
@@ -132,14 +137,7 @@ async def test_a_refused_queued_write_is_raised_once_then_the_close_out_may_writ
     """The emitter's own account: the failure of a queued event reaches the next emit (as
     EventLogError, chained to the database's error) and only it; the tool call whose
     tool_completed was refused is open again, for the close-out to complete."""
-    emitter = RunEmitter(
-        Broadcaster(),
-        thread_id=thread.id,
-        run_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        assistant_message_id=uuid.uuid4(),
-        agent="builtin",
-    )
+    emitter = new_emitter(thread)
     await emitter.started()
     await emitter.tool_executing(tool_call_id="c1", tool="calculator", args={"expression": "1"})
     helpers.fail_event_writes(monkeypatch, {"tool_completed": 1})
