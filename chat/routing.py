@@ -1,5 +1,5 @@
-"""WebSocket routing: the Origin check for cookie handshakes, sessions, the chat consumer,
-and a clean 4404 for every other path."""
+"""WebSocket routing: the Origin check and the session for cookie handshakes, the chat
+consumer, and a clean 4404 for every other path."""
 
 from typing import Any
 
@@ -17,15 +17,17 @@ from chat.protocol import encode
 
 class OriginUnlessBearer:
     """Checks Origin against ALLOWED_HOSTS for cookie handshakes (the cross-site hijacking
-    defence); a handshake with an Authorization header passes, since its token alone decides.
-    """
+    defence), which then get their session; a handshake with an Authorization header passes
+    without either, since its token alone decides (chat.auth.principal_from_scope), and
+    keeps no session objects for the life of the socket."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.checked = AllowedHostsOriginValidator(inner)
+        self.checked = AllowedHostsOriginValidator(SessionMiddlewareStack(inner))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        """Routes the handshake through the Origin check unless it carries a token."""
+        """Routes the handshake through the Origin check and the session unless it carries
+        a token."""
         if header(scope, b"authorization") is not None:
             return await self.inner(scope, receive, send)
         return await self.checked(scope, receive, send)
@@ -53,4 +55,4 @@ websocket_urlpatterns = [
     re_path(r"", NoSuchEndpoint.as_asgi()),
 ]
 
-websocket_application = OriginUnlessBearer(SessionMiddlewareStack(URLRouter(websocket_urlpatterns)))
+websocket_application = OriginUnlessBearer(URLRouter(websocket_urlpatterns))
