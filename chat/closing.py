@@ -123,15 +123,14 @@ def record_ending(
 async def flush_quietly(tracker: ConnectionTracker) -> None:
     """Writes the tracker's pending transitions; if the database fails or hangs, leaves
     them to housekeeping (the client's answer never waits for the state log)."""
+    timeout = max(settings.WS_AUTH_TIMEOUT, 5.0)
     try:
-        await asyncio.wait_for(
-            database_sync_to_async(tracker.flush)(),
-            timeout=max(settings.WS_AUTH_TIMEOUT, 5.0),
-        )
+        await asyncio.wait_for(database_sync_to_async(tracker.flush)(), timeout=timeout)
     except (DatabaseError, TimeoutError) as exc:
+        why = f"no answer in {timeout:g} s" if isinstance(exc, TimeoutError) else exc
         logger.warning(
             "could not write the connection state log, housekeeping will retry: %s",
-            exc,
+            why,
             extra={"connection_id": tracker.id, "to_state": tracker.state},
         )
         remember_unflushed(tracker)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer
 from django.conf import settings
 from django.db import DatabaseError
 
@@ -37,6 +38,19 @@ TAIL_CHECK_AFTER = 1.0
 LAST_EVENT = "agent_completed"
 
 SendText = Callable[[str], Awaitable[None]]
+
+
+def refresh_interval(layer: Any) -> float:
+    """How often a socket re-joins its groups and then checks the log's tail:
+    WS_GROUP_REFRESH_INTERVAL on a layer that can forget memberships (Redis, restarted
+    without persistence), and on the in-process layer, which forgets one only at its
+    group_expiry, half of that. An idle socket on it then costs nothing between its
+    re-joins (on that layer each wake-up of a socket scans every channel and group of the
+    process: at 5,000 sockets the 15 s re-joins and their tail checks alone saturated a
+    worker)."""
+    if isinstance(layer, InMemoryChannelLayer):
+        return max(settings.WS_GROUP_REFRESH_INTERVAL, layer.group_expiry / 2)
+    return float(settings.WS_GROUP_REFRESH_INTERVAL)
 
 
 class Sink(Protocol):
@@ -161,7 +175,7 @@ class Delivery:
         TAIL_CHECK_AFTER seconds, so an idle socket keeps no task and no timer of its own."""
         now = time.monotonic()
         self.watch_from = now + TAIL_CHECK_AFTER
-        interval = settings.WS_GROUP_REFRESH_INTERVAL
+        interval = refresh_interval(self.layer)
         self.rejoin_at = now + random.uniform(0.5, 1.0) * interval  # noqa: S311
         TICKER.add(self)
 
@@ -182,7 +196,7 @@ class Delivery:
             return None
         rejoin = now >= self.rejoin_at
         if rejoin:
-            self.rejoin_at = now + settings.WS_GROUP_REFRESH_INTERVAL
+            self.rejoin_at = now + refresh_interval(self.layer)
         if not rejoin and not self._tail_due(now):
             return None
         return self._watch_once(rejoin=rejoin)

@@ -6,8 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from channels.layers import InMemoryChannelLayer
 
 from chat import delivery as delivery_module
+from chat.broadcaster import thread_group
 from chat.delivery import TICKER
 from tests.test_delivery import FakeLayer, make
 
@@ -71,3 +73,38 @@ async def test_a_hanging_rejoin_delays_no_other_socket(thread: Any) -> None:
     assert stuck.watch_task is not None
     await wait_for(stuck.watch_task.done)
     assert stuck.watch_task.cancelled()
+
+
+class RecordingInMemoryLayer(InMemoryChannelLayer):
+    """The in-process layer, recording the group_adds asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adds = 0
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self.adds += 1
+        await super().group_add(group, channel)
+
+
+async def test_the_in_process_layer_is_not_rejoined_before_its_group_expiry(
+    thread: Any, settings: Any
+) -> None:
+    """A layer that can forget memberships (Redis) is re-joined every
+    WS_GROUP_REFRESH_INTERVAL; the in-process one forgets a membership only at its
+    group_expiry, so its idle sockets are re-joined (and their tails checked) at half that,
+    and cost nothing meanwhile."""
+    settings.WS_GROUP_REFRESH_INTERVAL = TICK * 2
+    forgetful, _, fake = make(thread)
+    local, _, _ = make(thread)
+    in_process = RecordingInMemoryLayer()
+    local.layer = in_process
+    for delivery in (forgetful, local):
+        await delivery.join()
+        delivery.start()
+    joined = in_process.adds
+    await wait_for(lambda: fake.calls.count(("group_add", thread_group(thread.id))) >= 3)
+    assert in_process.adds == joined
+    assert local.rejoin_at - asyncio.get_running_loop().time() > in_process.group_expiry / 4
+    for delivery in (forgetful, local):
+        delivery.stop()
