@@ -303,21 +303,30 @@ class Delivery:
         await self.sink.send_frame(encode(complete))
 
 
+# The most watches (re-joins, tail checks) one process runs at once: with thousands of
+# sockets a tick's due work would otherwise take more channel-layer connections at once
+# than a pool holds (redis-py raises MaxConnectionsError past it); the rest wait a tick.
+MAX_WATCHES = 64
+
+
 class Ticker:
     """One timer per process (per event loop) for the watch of every socket: each tick it
     asks each Delivery for its due work and runs that as a short task, one at a time per
-    socket, so a slow re-join of one socket delays no other socket's tail check."""
+    socket, so a slow re-join of one socket delays no other socket's tail check; at most
+    MAX_WATCHES at once, taking the sockets in turn from where the last tick stopped."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.deliveries: set[Delivery] = set()
         self.task: asyncio.Task[None] | None = None
+        self.running: set[asyncio.Task[None]] = set()
+        self.start = 0
 
     def add(self, delivery: Delivery) -> None:
         """Watches a socket's delivery from the next tick on."""
         loop = asyncio.get_running_loop()
         if self.loop is not loop:  # a new event loop (tests): nothing of the old one is valid
-            self.loop, self.deliveries, self.task = loop, set(), None
+            self.loop, self.deliveries, self.task, self.running = loop, set(), None, set()
         self.deliveries.add(delivery)
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._run())
@@ -330,14 +339,29 @@ class Ticker:
     async def _run(self) -> None:
         while self.deliveries:
             await asyncio.sleep(TAIL_CHECK_AFTER)
-            now = time.monotonic()
-            for delivery in list(self.deliveries):
-                if delivery.watch_task is not None and not delivery.watch_task.done():
-                    continue
-                work = delivery.due(now)
-                if work is not None:
-                    delivery.watch_task = asyncio.create_task(work)
-                    delivery.watch_task.add_done_callback(_watch_done)
+            self.tick(time.monotonic())
+
+    def tick(self, now: float) -> None:
+        """Starts the due work of the sockets in turn, up to MAX_WATCHES running."""
+        deliveries = list(self.deliveries)
+        if not deliveries:
+            return
+        first = self.start % len(deliveries)
+        for offset in range(len(deliveries)):
+            if len(self.running) >= MAX_WATCHES:
+                self.start = first + offset  # the next tick goes on from here
+                return
+            delivery = deliveries[(first + offset) % len(deliveries)]
+            if delivery.watch_task is not None and not delivery.watch_task.done():
+                continue
+            work = delivery.due(now)
+            if work is not None:
+                task = asyncio.create_task(work)
+                delivery.watch_task = task
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
+                task.add_done_callback(_watch_done)
+        self.start = first
 
 
 def _watch_done(task: asyncio.Task[None]) -> None:

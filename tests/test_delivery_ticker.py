@@ -108,3 +108,41 @@ async def test_the_in_process_layer_is_not_rejoined_before_its_group_expiry(
     assert local.rejoin_at - asyncio.get_running_loop().time() > in_process.group_expiry / 4
     for delivery in (forgetful, local):
         delivery.stop()
+
+
+class GatedLayer(FakeLayer):
+    """A layer whose group_add waits until the test opens the gate."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await self.gate.wait()
+        await super().group_add(group, channel)
+
+
+async def test_at_most_max_watches_run_at_once_and_every_socket_gets_its_turn(
+    thread: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of sockets due in one tick would take more layer connections at once
+    than a pool holds; the timer runs at most MAX_WATCHES and the others in later ticks."""
+    monkeypatch.setattr(delivery_module, "MAX_WATCHES", 2)
+    gate = asyncio.Event()
+    made = [make(thread) for _ in range(6)]
+    for delivery, _, _ in made:
+        await delivery.join()
+        delivery.layer = GatedLayer(gate)
+        delivery.start()
+        delivery.rejoin_at = 0.0  # every re-join due at the next tick
+    peak = 0
+    for _ in range(10):
+        await asyncio.sleep(TICK)
+        peak = max(peak, len(TICKER.running))
+    assert peak == 2
+    gate.set()
+    await wait_for(
+        lambda: all(("group_add", thread_group(thread.id)) in d.layer.calls for d, _, _ in made)
+    )
+    for delivery, _, _ in made:
+        delivery.stop()
