@@ -1,7 +1,7 @@
 """Runs the benchmark matrix and writes docs/benchmarks.md and docs/benchmarks.png.
 
-    make bench                  # the default subset, about 5 minutes
-    QUICK=1 make bench          # a one-minute smoke run (3 contenders)
+    make bench                  # the default subset, about 15 minutes
+    QUICK=1 make bench          # a short run: 3 contenders, about a minute each
     BENCH_FULL=1 make bench     # every server x layer x database combination
 
 Every contender runs in its own server process on loopback, one after another, driven by
