@@ -1,5 +1,7 @@
-// The chat page: connection status, the composer, and the live run timelines in the history.
+// The chat page: connection status, the composer's state (drawn by composer.js), and the
+// live run timelines in the history.
 
+import { Composer, newClientMsgId, pendingBubble } from "./composer.js";
 import { byMessageId, el } from "./dom.js";
 import { PastRuns } from "./history.js";
 import { copyWithFeedback, drawServerAnswer } from "./answers.js";
@@ -7,15 +9,10 @@ import { bindCodeCopy } from "./markdown.js";
 import { ApprovalAnswer, ClientFrameType, ErrorCode, EventType, FrameType } from "./protocol.js";
 import { RunView } from "./runs.js";
 import { ThreadSocket } from "./socket.js";
-import { actionButton, describeClose } from "./status.js";
+import { actionButton, announcementOf, describeClose, describeState } from "./status.js";
 import { ThreadTitle, touchCurrentThread } from "./threads.js";
 
 const NEAR_BOTTOM_PX = 120;
-
-function newClientMsgId() {
-  if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
-  return `m-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
-}
 
 const RELOAD_GUARD_MS = 60000;
 
@@ -37,11 +34,6 @@ class ChatPage {
     this.history = document.getElementById("history");
     this.announcer = document.getElementById("announcer");
     this.status = document.getElementById("conn-status");
-    this.form = document.getElementById("composer");
-    this.input = document.getElementById("input");
-    this.sendButton = document.getElementById("send");
-    this.cancelButton = document.getElementById("cancel");
-    this.note = document.getElementById("composer-note");
 
     this.runs = new Map();
     this.outbox = new Map();
@@ -62,7 +54,13 @@ class ChatPage {
         onReady: () => this.onReady(),
       },
     });
-    this.bindComposer();
+    this.composer = new Composer({
+      onSubmit: () => this.submit(),
+      onCancel: () => this.cancelRun(),
+      onInput: () => this.renderComposer(),
+    });
+    this.input = this.composer.input;
+    this.note = this.composer.note;
     bindCodeCopy(this.history, (text) => this.announce(text));
     this.title = new ThreadTitle({ threadId: this.threadId, announce: (text) => this.announce(text) });
     this.past = new PastRuns({
@@ -87,21 +85,6 @@ class ChatPage {
 
   // --- composer ---------------------------------------------------------------------------
 
-  bindComposer() {
-    this.form.addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      this.submit();
-    });
-    this.input.addEventListener("keydown", (ev) => {
-      if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
-        ev.preventDefault();
-        this.submit();
-      }
-    });
-    this.input.addEventListener("input", () => this.renderComposer());
-    this.cancelButton.addEventListener("click", () => this.cancelRun());
-  }
-
   get busy() {
     return this.activeRunId !== null || this.outbox.size > 0;
   }
@@ -113,13 +96,7 @@ class ChatPage {
       return;
     }
     const clientMsgId = newClientMsgId();
-    const bubble = el(
-      "li",
-      { class: "msg msg-user pending", dataset: { clientMsgId } },
-      el("span", { class: "who", text: "You" }),
-      el("div", { class: "text", text: body }),
-      el("span", { class: "msg-state", text: "sending…" }),
-    );
+    const bubble = pendingBubble(clientMsgId, body);
     document.getElementById("empty-thread")?.remove();
     this.history.append(bubble);
     this.outbox.set(clientMsgId, { clientMsgId, text: body, bubble });
@@ -158,34 +135,15 @@ class ChatPage {
   }
 
   renderComposer() {
-    let reason = "";
-    let canType = true;
-    if (this.closedReason) {
-      reason = this.closedReason;
-      canType = false;
-    } else if (this.busy) {
-      const waiting = this.runs.get(this.activeRunId)?.root.dataset.state === "waiting";
-      reason = this.cancelling
-        ? "Cancelling the run…"
-        : waiting
-          ? "The agent waits for your approval above. Approve or deny it, or cancel the run."
-          : "The agent is answering. You can write again when it has finished, or cancel the run.";
-      canType = false;
-    } else if (this.connection !== "connected") {
-      reason = "Not connected: you can send again once the connection is back.";
-    } else {
-      reason = "Enter sends, Shift+Enter adds a new line.";
-    }
-    const hadFocus = document.activeElement === this.input;
-    this.input.disabled = !canType;
-    this.sendButton.disabled = !canType || this.connection !== "connected" || !this.input.value.trim();
-    const showCancel = this.activeRunId !== null && !this.closedReason;
-    this.cancelButton.hidden = !showCancel;
-    this.cancelButton.disabled = this.cancelling || this.connection !== "connected";
-    this.cancelButton.textContent = this.cancelling ? "Cancelling…" : "Cancel run";
-    if (hadFocus && !canType && showCancel) this.cancelButton.focus();
-    this.note.textContent = this.notice ? `${this.notice} ${reason}` : reason;
-    this.note.dataset.kind = this.closedReason ? "error" : this.busy ? "busy" : "info";
+    this.composer.render({
+      closedReason: this.closedReason,
+      busy: this.busy,
+      waiting: this.runs.get(this.activeRunId)?.root.dataset.state === "waiting",
+      cancelling: this.cancelling,
+      connected: this.connection === "connected",
+      runActive: this.activeRunId !== null,
+      notice: this.notice,
+    });
   }
 
   // --- connection status --------------------------------------------------------------------
@@ -196,36 +154,16 @@ class ChatPage {
     this.status.dataset.state = info.state;
     const text = this.status.querySelector(".conn-text");
     const extra = [];
-    switch (info.state) {
-      case "connecting":
-        text.textContent = "Connecting…";
-        break;
-      case "connected":
-        text.textContent = "Connected";
-        break;
-      case "reconnecting":
-        text.textContent =
-          info.seconds > 0 ? `Reconnecting in ${info.seconds} s (attempt ${info.attempt})` : "Reconnecting…";
-        if (info.seconds > 0) extra.push(actionButton("Retry now", () => this.socket.reconnectNow()));
-        break;
-      case "offline":
-        text.textContent = "Offline: waiting for the network";
-        break;
-      case "closed":
-        this.showClosed(info, text, extra);
-        break;
-      default:
-        text.textContent = info.message || info.state;
+    if (info.state === "closed") {
+      this.showClosed(info, text, extra);
+    } else {
+      const shown = describeState(info, () => this.socket.reconnectNow());
+      text.textContent = shown.text;
+      extra.push(...shown.extra);
     }
     this.status.replaceChildren(this.status.querySelector(".conn-dot"), text, ...extra);
-    if (info.state !== previous) {
-      const said = {
-        connected: previous === "connecting" ? null : "Connected again.",
-        reconnecting: previous === "connected" ? "The connection was lost; reconnecting." : null,
-        offline: "You are offline.",
-      }[info.state];
-      if (said) this.announce(said);
-    }
+    const said = announcementOf(previous, info.state);
+    if (said) this.announce(said);
     if (info.state !== "connected") this.cancelling = false;
     this.renderComposer();
   }

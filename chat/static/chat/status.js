@@ -50,3 +50,38 @@ export function describeClose(info, { loginUrl, threadsUrl, onReconnect }) {
     reason: message ? `${message}` : `${what} Reconnect when ready.`,
   };
 }
+
+/** The indicator's words for any state but "closed" (describeClose has those), and a
+ * "Retry now" button while a reconnect waits. */
+export function describeState(info, onRetry) {
+  switch (info.state) {
+    case "connecting":
+      return { text: "Connecting…", extra: [] };
+    case "connected":
+      return { text: "Connected", extra: [] };
+    case "reconnecting":
+      if (info.seconds > 0) {
+        return {
+          text: `Reconnecting in ${info.seconds} s (attempt ${info.attempt})`,
+          extra: [actionButton("Retry now", onRetry)],
+        };
+      }
+      return { text: "Reconnecting…", extra: [] };
+    case "offline":
+      return { text: "Offline: waiting for the network", extra: [] };
+    default:
+      return { text: info.message || info.state, extra: [] };
+  }
+}
+
+/** What a screen reader is told when the connection goes from `previous` to `state`. */
+export function announcementOf(previous, state) {
+  if (state === previous) return null;
+  return (
+    {
+      connected: previous === "connecting" ? null : "Connected again.",
+      reconnecting: previous === "connected" ? "The connection was lost; reconnecting." : null,
+      offline: "You are offline.",
+    }[state] || null
+  );
+}
