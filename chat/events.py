@@ -211,7 +211,7 @@ def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any]
                 results.append(item)
                 continue
             event, now, params = item
-            row = rows[index] if index in rows else _insert_one(cursor, event, single, *params)
+            row = rows[index] if index in rows else _insert_one(cursor, event, single, params)
             if isinstance(row, Exception):
                 results.append(row)
                 continue
@@ -251,14 +251,9 @@ def _pipelined_rows(cursor: Any, prepared: list[Prepared]) -> dict[int, Any]:
         plain.append((index, event, params))
     if len(plain) < 2:
         return {}
-    fenced = _fenced_statements()[0]
     by_statement: dict[str, list[tuple[int, list[Any]]]] = {}
-    for index, event, (when, thread_param, run_param, data_param) in plain:
-        tail = [thread_param, run_param, event.type, data_param, when]
-        if event.attempt is None:
-            statement, args = _PG_APPEND, [when, thread_param, *tail]
-        else:
-            statement, args = fenced, [run_param, event.attempt, when, thread_param, *tail]
+    for index, event, params in plain:
+        statement, args = _pg_append(event, params)
         by_statement.setdefault(statement, []).append((index, args))
     if len(by_statement) > 1:  # both kinds (never in one run's events): one at a time
         return {}
@@ -274,25 +269,17 @@ def _pipelined_rows(cursor: Any, prepared: list[Prepared]) -> dict[int, Any]:
     return rows
 
 
-def _insert_one(
-    cursor: Any,
-    event: PendingEvent,
-    single: bool,
-    when: Any,
-    thread_param: Any,
-    run_param: Any,
-    data_param: Any,
-) -> Any:
+def _insert_one(cursor: Any, event: PendingEvent, single: bool, params: list[Any]) -> Any:
     """`_insert`, and for an event with `in_transaction` that too, in a savepoint of the
     batch's transaction: if either raises, the savepoint rolls back the event, its seq and
     whatever the callback wrote, and the exception is returned, for the event's emitter to
     raise, while the rest of the batch commits. (A plain event's failure propagates: the
     batch is then retried event by event, chat.events._append_group.)"""
     if event.in_transaction is None:
-        return _insert(cursor, event, single, when, thread_param, run_param, data_param)
+        return _insert(cursor, event, single, params)
     try:
         with transaction.atomic():
-            row = _insert(cursor, event, single, when, thread_param, run_param, data_param)
+            row = _insert(cursor, event, single, params)
             if row is not None:
                 event.in_transaction()
     except Exception as exc:  # noqa: BLE001 - rolled back to the savepoint; its emitter raises it
@@ -308,23 +295,26 @@ def resume_recovered(*, after_seq: int, first_seq: int | None, last_seq: int) ->
     return first_seq == after_seq + 1
 
 
-def _insert(
-    cursor: Any,
-    event: PendingEvent,
-    single: bool,
-    when: Any,
-    thread_param: Any,
-    run_param: Any,
-    data_param: Any,
-) -> Any:
+def _pg_append(event: PendingEvent, params: list[Any]) -> tuple[str, list[Any]]:
+    """The PostgreSQL statement that takes the next seq and inserts the event (checking the
+    attempt if it has one), and its arguments."""
+    when, thread_param, run_param, data_param = params
+    tail = [thread_param, run_param, event.type, data_param, when]
+    if event.attempt is None:
+        return _PG_APPEND, [when, thread_param, *tail]
+    return _fenced_statements()[0], [run_param, event.attempt, when, thread_param, *tail]
+
+
+def _insert(cursor: Any, event: PendingEvent, single: bool, params: list[Any]) -> Any:
     """Takes the next seq and inserts the event (checking the attempt if it has one);
-    returns the row with its seq, or None when the thread is gone or the run fenced."""
+    returns the row with its seq, or None when the thread is gone or the run fenced.
+    `params` are the event's prepared time, thread, run and data."""
+    if single:
+        cursor.execute(*_pg_append(event, params))
+        return cursor.fetchone()
+    when, thread_param, run_param, data_param = params
     tail = [thread_param, run_param, event.type, data_param, when]
     fence = [run_param, event.attempt] if event.attempt is not None else []
-    if single:
-        statement = _PG_APPEND if event.attempt is None else _fenced_statements()[0]
-        cursor.execute(statement, [*fence, when, thread_param, *tail])
-        return cursor.fetchone()
     statement = _NEXT_SEQ if event.attempt is None else _fenced_statements()[1]
     cursor.execute(statement, [when, thread_param, *fence])
     row = cursor.fetchone()

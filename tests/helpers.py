@@ -170,7 +170,8 @@ def fail_event_writes(
     """Makes the database refuse `failures[type]` events of each type, after letting the
     first `skip` of that type through: every attempt to insert such an event raises
     OperationalError (its batch is then retried event by event, and the doomed one fails
-    alone, as a real failed write does). Returns the types of the refusals, in order."""
+    alone, as a real failed write does; on SQLite, the in-process suite's database). Returns
+    the types of the refusals, in order."""
     from django.db import OperationalError
 
     from chat import events as event_log
