@@ -6,9 +6,12 @@ import uuid
 from typing import Any
 
 import pytest
+from channels import consumer as channels_consumer
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 
 from chat import auth, services
+from chat.broadcaster import Broadcaster, thread_group
 from chat.models import Connection, ConnectionStateLog
 from tests import helpers
 
@@ -287,6 +290,48 @@ async def test_unexpected_exception_ends_in_4500(
     await comm.disconnect()
     rows = await database_sync_to_async(states)(first["connection_id"])
     assert rows[-2:] == [("CONNECTED", "FAILED"), ("FAILED", "CLOSED")]
+
+
+async def test_a_layer_message_with_no_handler_ends_in_4500(
+    thread: Any, token: str, service: Any
+) -> None:
+    comm, first = await helpers.open_socket(thread.id, token=token)
+    await get_channel_layer().group_send(thread_group(thread.id), {"type": "no.such.handler"})
+    frame = await comm.receive_json_from(timeout=5)
+    assert (frame["code"], frame["close_code"]) == ("internal_error", 4500)
+    assert await helpers.expect_close(comm) == 4500
+    await comm.disconnect()
+
+
+async def test_delivered_events_make_no_trip_through_the_database_thread(
+    thread: Any, token: str, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Channels' own dispatch runs close_old_connections on the database thread before
+    every handler; the consumer skips it (chat/consumers.py), so that a socket's events
+    do not queue with the log writer's batches. The events still arrive, in order."""
+    trips = 0
+    real = channels_consumer.aclose_old_connections
+
+    async def counted() -> None:
+        nonlocal trips
+        trips += 1
+        await real()
+
+    monkeypatch.setattr(channels_consumer, "aclose_old_connections", counted)
+    comm, first = await helpers.open_socket(thread.id, token=token)
+    broadcaster = Broadcaster()
+    run_id = uuid.uuid4()
+    for n in range(20):
+        await broadcaster.emit(
+            thread_id=thread.id,
+            run_id=run_id,
+            type="agent_thinking",
+            data={"text": str(n), "step": n},
+        )
+    frames = [await comm.receive_json_from(timeout=5) for _ in range(20)]
+    assert [f["seq"] for f in frames] == list(range(1, 21))
+    assert trips == 0
+    await comm.disconnect()
 
 
 @pytest.mark.parametrize("query", ["after_seq=-1", "after_seq=x", "after_seq=99999999999999999999"])
