@@ -3,7 +3,8 @@
 The harness sends one JSON command over a control socket; the server runs it with its own
 `emit` (a raw broadcast, a bare group_send, or netra's Broadcaster) and answers when done.
 So the same client and the same workload drive every contender, and no contender gets a
-shortcut: each emit is awaited the way a run awaits it.
+shortcut: each emit is awaited the way a run awaits it (N's returns once its event is
+queued for the log, as a run's delta does; the command ends once all are committed and sent).
 """
 
 import asyncio
@@ -45,6 +46,13 @@ async def _emit_thread(
         await asyncio.sleep(0)
 
 
+async def _settle(emit: Emit) -> None:
+    """Waits for what an emit that returns once queued (N's) has still under way."""
+    settle = getattr(emit, "settle", None)
+    if settle is not None:
+        await settle()
+
+
 async def run_command(command: dict[str, Any], emit: Emit) -> dict[str, Any]:
     """Runs one control command; returns the reply.
 
@@ -67,12 +75,14 @@ async def run_command(command: dict[str, Any], emit: Emit) -> dict[str, Any]:
                 for thread in threads
             )
         )
+        await _settle(emit)
         return {"op": "done", "emitted": sum(counts), "started": started, "ended": time.time()}
     if op == "fill":
         started = time.time()
         emitted = await _emit_thread(
             emit, str(command["thread"]), duration=0.0, rate=None, count=int(command["count"])
         )
+        await _settle(emit)
         return {"op": "done", "emitted": emitted, "started": started, "ended": time.time()}
     return {"op": "error", "message": f"unknown op {op!r}"}
 

@@ -1,7 +1,8 @@
 """Contender N: netra-chat's own ASGI application, plus a bench-only control endpoint.
 
 Every path but `/bench/control/` goes to `netra_site.asgi.application` unchanged. The
-control endpoint emits through the agent service's real Broadcaster (log, seq, group_send),
+control endpoint emits through a run's real emitter and the agent service's Broadcaster
+(pipeline, log, seq, group_send),
 so the sockets receive events exactly as they receive a run's. This module is never
 imported by the product.
 """
@@ -15,22 +16,40 @@ from bench.control import ControlApp, Emit  # isort: skip
 
 
 def make_emit() -> Emit:
-    """Broadcaster.emit of one partial_result per call, one fixed run id per thread."""
+    """One partial_result per call through a run's own emitter (agents/emitter.py), one
+    fixed run per thread: queued for the log in order, committed in batches, sent once
+    committed, the emit returning once queued (at most MAX_IN_FLIGHT waiting), as a run's
+    delta is. `emit.settle` waits until every queued one is logged and sent, and raises a
+    failed write."""
     from django.apps import apps
 
+    from agents.emitter import RunEmitter
+    from chat.runevents import EventType
+
     broadcaster = apps.get_app_config("agents").service.broadcaster  # type: ignore[attr-defined]
-    runs: dict[str, uuid.UUID] = {}
-    message_id = str(uuid.uuid4())
+    emitters: dict[str, RunEmitter] = {}
+    message_id = uuid.uuid4()
 
     async def emit(thread: str, data: dict[str, Any]) -> None:
-        run_id = runs.setdefault(thread, uuid.uuid4())
-        await broadcaster.emit(
-            thread_id=uuid.UUID(thread),
-            run_id=run_id,
-            type="partial_result",
-            data={"message_id": message_id, **data},
-        )
+        emitter = emitters.get(thread)
+        if emitter is None:
+            emitter = emitters[thread] = RunEmitter(
+                broadcaster,
+                thread_id=uuid.UUID(thread),
+                run_id=uuid.uuid4(),
+                message_id=uuid.uuid4(),
+                assistant_message_id=message_id,
+                agent="bench",
+                is_started=True,  # the bench's events need no agent_started
+            )
+        # The delta's own path (RunEmitter.partial), with the bench's fields in its data.
+        await emitter._emit(EventType.PARTIAL_RESULT, {"message_id": str(message_id), **data})
 
+    async def settle() -> None:
+        for emitter in emitters.values():
+            await emitter.settle()
+
+    emit.settle = settle  # type: ignore[attr-defined]
     return emit
 
 
