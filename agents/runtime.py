@@ -84,13 +84,6 @@ class RunHandle:
                 self.task.cancel()
 
 
-# The most submits (a message, its run and agent_started: one transaction each) waiting in
-# the database thread at once. A burst of questions then takes turns there with the log
-# writer's batches, so the answers already streaming do not wait behind every later
-# question's transaction (docs/architecture.md, "One chat turn").
-MAX_SUBMITS_AT_ONCE = 8
-
-
 @dataclass
 class AgentService(BackgroundLoops, ApprovalCommands):
     """Runs agents for user messages; reached by the chat layer through the app registry.
@@ -105,7 +98,6 @@ class AgentService(BackgroundLoops, ApprovalCommands):
     _background: asyncio.Task[None] | None = None
     _background_loop: asyncio.AbstractEventLoop | None = None
     _idle: asyncio.Event | None = None
-    _submits: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     @property
     def agent_names(self) -> list[str]:
@@ -133,16 +125,15 @@ class AgentService(BackgroundLoops, ApprovalCommands):
         `probe` runs on an internal health-check thread instead of a user's. While this
         worker drains, the message is still recorded, and its run released at once for
         another worker to adopt."""
-        async with self._submit_gate():
-            result, new = await database_sync_to_async(services.run_create)(
-                thread_id=thread_id,
-                user=user,
-                text=text,
-                client_msg_id=client_msg_id,
-                worker_id=self.worker_id,
-                probe=probe,
-                released=self.draining,
-            )
+        result, new = await database_sync_to_async(services.run_create)(
+            thread_id=thread_id,
+            user=user,
+            text=text,
+            client_msg_id=client_msg_id,
+            worker_id=self.worker_id,
+            probe=probe,
+            released=self.draining,
+        )
         if new is not None and new.started is None:
             logger.info(
                 "message accepted while draining; its run is released to another worker",
@@ -154,12 +145,6 @@ class AgentService(BackgroundLoops, ApprovalCommands):
             handle = self._start(new.spec, emitter, announce=new.started)
             handle.history = new.history
         return result
-
-    def _submit_gate(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._submits is None or self._submits[0] is not loop:  # a new event loop (tests)
-            self._submits = (loop, asyncio.Semaphore(MAX_SUBMITS_AT_ONCE))
-        return self._submits[1]
 
     async def cancel(self, *, run_id: uuid.UUID, user: Any) -> None:
         """Stops a run: here at once, on another worker at its next heartbeat. A waiting

@@ -3,7 +3,6 @@ socket sees them, in order; a failed queued write fails the run at its next emit
 end, never silently; a full pipeline holds the producer back."""
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -171,42 +170,3 @@ async def test_a_refused_queued_write_is_raised_once_then_the_close_out_may_writ
     ]
     assert events[3]["data"]["status"] == "error"
     assert run_violations(events) == []
-
-
-async def test_a_burst_of_questions_takes_turns_with_the_log_writer(
-    user: Any, service: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """20 questions at once: an event emitted meanwhile for an answer already streaming is
-    committed after at most MAX_SUBMITS_AT_ONCE of their transactions, not after all 20
-    (without the gate it waited in the database thread behind every one of them)."""
-    from agents import runtime, services
-
-    real = services.run_create
-    done: list[str] = []
-
-    def slow_create(**kwargs: Any) -> Any:
-        time.sleep(0.01)
-        return real(**kwargs)
-
-    monkeypatch.setattr(services, "run_create", slow_create)
-    threads = [await database_sync_to_async(helpers.make_thread)(user) for _ in range(21)]
-    streaming, asking = threads[0], threads[1:]
-
-    async def ask(thread: Any, n: int) -> None:
-        await service.submit(thread_id=thread.id, user=user, text="hi", client_msg_id=f"b{n}")
-        done.append("submit")
-
-    async def delta() -> None:
-        await Broadcaster().emit(
-            thread_id=streaming.id,
-            run_id=uuid.uuid4(),
-            type="partial_result",
-            data={"message_id": str(uuid.uuid4()), "text": "more "},
-        )
-        done.append("delta")
-
-    asks = [asyncio.ensure_future(ask(t, n)) for n, t in enumerate(asking)]
-    await asyncio.sleep(0)  # the questions are in, then the delta
-    await asyncio.gather(delta(), *asks)
-    assert done.index("delta") <= runtime.MAX_SUBMITS_AT_ONCE + 1, done
-    assert done.count("submit") == 20
