@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -72,9 +73,28 @@ def emitter_from_journal(
 HISTORY_LIMIT = 20
 
 
-def submit_of(*, thread: Thread, client_msg_id: str) -> SubmitResult | None:
+# The submit's two reads, in SQL: each is one indexed lookup, and building the same query
+# through the ORM costs about 20 times running it (229 against 10 us on SQLite), on the path
+# every question takes before its ack (docs/benchmarks.md, round 4).
+_THREAD_AGENT = "SELECT agent FROM chat_thread WHERE id = %s AND owner_id = %s AND is_probe = %s"
+_HISTORY = (
+    "SELECT role, text FROM chat_message WHERE thread_id = %s AND id <> %s"
+    " ORDER BY created_at DESC LIMIT %s"
+)
+
+
+def submit_thread_agent(*, thread_id: uuid.UUID, user: Any, probe: bool) -> str | None:
+    """Returns the agent of the user's thread, or None if it is not theirs (or no such
+    thread, or not of the kind asked: a health-check probe's or a user's)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_THREAD_AGENT, [_uuid_param(Thread, thread_id), user.pk, probe])
+        row = cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
+def submit_of(*, thread_id: uuid.UUID, client_msg_id: str) -> SubmitResult | None:
     """Returns the earlier submit of this client_msg_id on the thread (a retry), or None."""
-    message = Message.objects.filter(thread=thread, client_msg_id=client_msg_id).first()
+    message = Message.objects.filter(thread_id=thread_id, client_msg_id=client_msg_id).first()
     if message is None:
         return None
     run_id = AgentRun.objects.filter(message=message).values_list("id", flat=True).first()
@@ -84,13 +104,20 @@ def submit_of(*, thread: Thread, client_msg_id: str) -> SubmitResult | None:
 
 def run_history(*, spec: RunSpec) -> list[dict[str, str]]:
     """Returns the thread's messages before this run's, oldest first (bounded)."""
-    rows = (
-        Message.objects.filter(thread_id=spec.thread_id)
-        .exclude(pk=spec.message_id)
-        .order_by("-created_at")
-        .values_list("role", "text")[:HISTORY_LIMIT]
-    )
+    params = [
+        _uuid_param(Thread, spec.thread_id),
+        _uuid_param(Message, spec.message_id),
+        HISTORY_LIMIT,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_HISTORY, params)
+        rows = cursor.fetchall()
     return [{"role": role, "text": text} for role, text in reversed(rows)]
+
+
+def _uuid_param(model: Any, value: uuid.UUID) -> Any:
+    """A UUID primary key as the database takes it (hex text on SQLite, uuid on PostgreSQL)."""
+    return model._meta.pk.get_db_prep_value(value, connection)
 
 
 def username_of(*, user_id: Any) -> str:

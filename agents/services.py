@@ -17,7 +17,7 @@ from agents.models import ACTIVE_STATUSES, AgentRun, RunAttempt, RunStatus
 from chat import metrics
 from chat.errors import NetraError, rate_limited, thread_not_found
 from chat.events import event_append
-from chat.models import Message, Thread
+from chat.models import Message
 from chat.ports import SubmitResult
 from chat.runevents import EventType
 from chat.selectors import nth_newest_message_at
@@ -118,14 +118,14 @@ def run_create(
     are settled by the database's unique constraints (one message per client_msg_id, one
     active run per thread).
     """
-    thread = Thread.objects.filter(pk=thread_id, owner=user, is_probe=probe).first()
-    if thread is None:
+    agent = selectors.submit_thread_agent(thread_id=thread_id, user=user, probe=probe)
+    if agent is None:
         raise thread_not_found()
     try:
         _check_message_rate(user)
     except NetraError:
         # A retry of a message already recorded gets its ids, however many came since.
-        found = selectors.submit_of(thread=thread, client_msg_id=client_msg_id)
+        found = selectors.submit_of(thread_id=thread_id, client_msg_id=client_msg_id)
         if found is not None:
             return found, None
         raise
@@ -135,7 +135,7 @@ def run_create(
         with transaction.atomic():
             run_id = uuid.uuid4()
             message = Message.objects.create(
-                thread=thread,
+                thread_id=thread_id,
                 role=Message.Role.USER,
                 text=text,
                 client_msg_id=client_msg_id,
@@ -144,10 +144,10 @@ def run_create(
             now = timezone.now()
             run = AgentRun.objects.create(
                 id=run_id,
-                thread=thread,
+                thread_id=thread_id,
                 user=user,
                 message=message,
-                agent=thread.agent,
+                agent=agent,
                 worker_id=worker_id,
                 released=released,
                 **({} if released else {"status": RunStatus.RUNNING, "started_at": now}),
@@ -159,24 +159,24 @@ def run_create(
             started = None
             if not released:
                 started = event_append(
-                    thread_id=thread.id,
+                    thread_id=thread_id,
                     run_id=run.id,
                     type=EventType.AGENT_STARTED.value,
-                    data={"agent": thread.agent, "message_id": str(message.id)},
+                    data={"agent": agent, "message_id": str(message.id)},
                 )
     except IntegrityError as exc:
-        found = selectors.submit_of(thread=thread, client_msg_id=client_msg_id)
+        found = selectors.submit_of(thread_id=thread_id, client_msg_id=client_msg_id)
         if found is not None:
             return found, None
         raise run_in_progress() from exc
     spec = RunSpec(
         run_id=run.id,
-        thread_id=thread.id,
+        thread_id=thread_id,
         message_id=message.id,
         assistant_message_id=run.assistant_message_id,
         user_id=user.pk,
         text=text,
-        agent=thread.agent,
+        agent=agent,
         username=user.get_username(),
     )
     result = SubmitResult(message_id=message.id, run_id=run.id, duplicate=False)

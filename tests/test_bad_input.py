@@ -2,6 +2,7 @@
 never crashes or logs an unhandled exception, and oversized frames are refused."""
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosedError
 
 from tests.servers import Server
 from tests.sockets import Socket, SocketClosed
@@ -136,7 +138,10 @@ def test_oversized_messages_are_refused_by_the_server(
     run(socket.send({"type": "user_message", "text": "y" * 100_000, "client_msg_id": "a"}))
     answer = run(socket.wait_for(lambda frame: True, timeout=10, start=start))
     assert (answer["code"], "65536" in answer["message"]) == ("bad_request", True)
-    run(socket.send_raw("z" * 2_000_000))  # past the server's message limit: it drops us
+    # Past the server's message limit: it drops us, at times while the frame is still going
+    # out (then the send itself fails; seen in a full-suite run).
+    with contextlib.suppress(ConnectionClosedError):
+        run(socket.send_raw("z" * 2_000_000))
     with pytest.raises(SocketClosed):
         run(drain(socket))
     # autobahn drops the connection on the oversized message (1009, or 1006 when it does

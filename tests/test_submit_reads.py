@@ -1,0 +1,74 @@
+"""The submit's own reads (agents/selectors.py, written in SQL): the thread's agent for its
+owner only, and the history a run is given, oldest first, without its own message. Checked
+on SQLite in-process and on PostgreSQL (UUIDs as native values there) in a subprocess."""
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from agents import services
+from agents.models import AgentRun
+from chat.errors import NetraError
+from tests import helpers
+from tests.cluster import check_on_postgresql
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def _refusal(**kwargs: Any) -> str:
+    try:
+        services.run_create(text="x", worker_id="w", client_msg_id=uuid.uuid4().hex, **kwargs)
+    except NetraError as err:
+        return err.code
+    return "accepted"
+
+
+def submit_check() -> dict[str, Any]:
+    """Three questions in turn on one thread (each answered), then who may submit."""
+    owner = helpers.make_user(f"owner-{uuid.uuid4().hex[:6]}")
+    other = helpers.make_user(f"other-{uuid.uuid4().hex[:6]}")
+    thread = helpers.make_thread(owner, agent="builtin")
+    histories: list[list[list[str]]] = []
+    for n in range(3):
+        _, new = services.run_create(
+            thread_id=thread.id, user=owner, text=f"q{n}", client_msg_id=f"c{n}", worker_id="w"
+        )
+        assert new is not None
+        histories.append([[m["role"], m["text"]] for m in new.history])
+        services.run_mark_finished(spec=new.spec, worker_id="w", status="completed", text=f"a{n}")
+    retry, again = services.run_create(
+        thread_id=thread.id, user=owner, text="q0", client_msg_id="c0", worker_id="w"
+    )
+    return {
+        "agent": AgentRun.objects.filter(thread=thread).values_list("agent", flat=True).first(),
+        "histories": histories,
+        "retry": [retry.duplicate, again is None],
+        "other_user": _refusal(thread_id=thread.id, user=other),
+        "as_probe": _refusal(thread_id=thread.id, user=owner, probe=True),
+        "no_thread": _refusal(thread_id=uuid.uuid4(), user=owner),
+    }
+
+
+EXPECTED = {
+    "agent": "builtin",
+    "histories": [
+        [],
+        [["user", "q0"], ["assistant", "a0"]],
+        [["user", "q0"], ["assistant", "a0"], ["user", "q1"], ["assistant", "a1"]],
+    ],
+    "retry": [True, True],
+    "other_user": "thread_not_found",
+    "as_probe": "thread_not_found",
+    "no_thread": "thread_not_found",
+}
+
+
+def test_the_submit_reads_its_thread_and_history() -> None:
+    assert json.loads(json.dumps(submit_check())) == EXPECTED
+
+
+@pytest.mark.postgres
+def test_the_submit_reads_its_thread_and_history_on_postgresql() -> None:
+    assert check_on_postgresql("tests.test_submit_reads", "submit_check") == EXPECTED
