@@ -22,6 +22,7 @@ dropped.
 
 import asyncio
 import functools
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -29,11 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.errors import AgentFailure
-from chat.events import RunFencedError
+from chat.events import RunFencedError, ThreadGoneError
 from chat.runevents import EventType
 
 InTransaction = Callable[[], None]
 
+logger = logging.getLogger("netra.runs")
+
+# What a stopped run's queued writes are expected to meet (`drain`): fenced, thread deleted.
+EXPECTED_REFUSALS = (RunFencedError, ThreadGoneError)
 # The most events of one run that may wait for the log at once (the pipeline's bound).
 MAX_IN_FLIGHT = 64
 # The events that are queued for the log without waiting for their commit.
@@ -208,9 +213,18 @@ class RunEmitter:
     async def drain(self) -> None:
         """Waits until every queued event is logged or refused, raising nothing: for a run
         that stops without a word (released, taken over, its thread deleted), so that
-        nothing of it is written after its task has ended."""
+        nothing of it is written after its task has ended. A refusal such a run expects
+        (fenced, thread gone) is dropped; any other failure is logged with the run."""
         while self.in_flight:
             await self._retire_oldest()
+        failure, self.write_failure = self.write_failure, None
+        if failure is not None and not isinstance(failure, EXPECTED_REFUSALS):
+            logger.warning(
+                "a queued write of a stopped run failed: %s",
+                failure,
+                exc_info=failure,
+                extra={"run_id": self.run_id, "thread_id": self.thread_id},
+            )
 
     async def settle(self) -> None:
         """Waits until every queued event is logged and sent; raises the first write

@@ -170,3 +170,28 @@ async def test_a_refused_queued_write_is_raised_once_then_the_close_out_may_writ
     ]
     assert events[3]["data"]["status"] == "error"
     assert run_violations(events) == []
+
+
+async def test_a_stopped_runs_failed_write_is_logged_its_fenced_one_is_not(
+    thread: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`drain` (a run released, taken over or deleted) raises nothing; a database failure
+    among its queued writes is logged with the run, a fenced write is expected there."""
+    helpers.fail_event_writes(monkeypatch, {"partial_result": 1})
+    emitter = new_emitter(thread)
+    await emitter.started()
+    await emitter.partial("lost ")
+    with caplog.at_level("WARNING", logger="netra.runs"):
+        await emitter.drain()
+    failed = [r for r in caplog.records if "queued write of a stopped run" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].run_id == emitter.run_id  # type: ignore[attr-defined]
+    assert isinstance(failed[0].exc_info[1], EventLogError)  # type: ignore[index]
+    caplog.clear()
+    fenced = new_emitter(thread)
+    fenced.attempt = 1  # a run that is not active at attempt 1: its writes are fenced
+    fenced.is_started = True
+    await fenced.partial("refused ")
+    with caplog.at_level("WARNING", logger="netra.runs"):
+        await fenced.drain()
+    assert fenced.halted
+    assert not [r for r in caplog.records if "queued write" in r.getMessage()]
