@@ -53,6 +53,32 @@ def refresh_interval(layer: Any) -> float:
     return float(settings.WS_GROUP_REFRESH_INTERVAL)
 
 
+# The most sockets of one process that leave their groups at once: sockets closed together
+# (the end of a deploy's drain, a network drop) would otherwise take more channel-layer
+# connections at once than a pool holds (redis-py raises MaxConnectionsError past it).
+MAX_LEAVES = 64
+
+
+class LoopGate:
+    """A semaphore of `limit` for the running event loop (a new loop, as in tests, gets its
+    own)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.semaphore: asyncio.Semaphore | None = None
+
+    def gate(self) -> asyncio.Semaphore:
+        """The semaphore of the running loop."""
+        loop = asyncio.get_running_loop()
+        if self.semaphore is None or self.loop is not loop:
+            self.loop, self.semaphore = loop, asyncio.Semaphore(self.limit)
+        return self.semaphore
+
+
+LEAVES = LoopGate(MAX_LEAVES)
+
+
 class Sink(Protocol):
     """Where a Delivery writes: run events (with their seq and type, which an SSE stream
     puts in its `id:` and `event:` lines) and the other frames (`resume_complete`)."""
@@ -139,13 +165,15 @@ class Delivery:
         )
 
     async def leave(self) -> None:
-        """Removes the socket from its groups, if it joined; a failure is logged and counted."""
+        """Removes the socket from its groups, if it joined; a failure is logged and counted.
+        At most MAX_LEAVES sockets of the process leave at once."""
         if not self.joined:
             return
         self.joined = False
         try:
-            for group in self.groups:
-                await self.layer.group_discard(group, self.channel_name)
+            async with LEAVES.gate():
+                for group in self.groups:
+                    await self.layer.group_discard(group, self.channel_name)
         except Exception as exc:
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
             logger.warning("group_discard failed: %s", exc, exc_info=exc, extra=self._context())

@@ -1,5 +1,6 @@
 """Delivery on its own: real events in the log, a fake socket and a fake channel layer."""
 
+import asyncio
 import json
 import time
 import uuid
@@ -105,6 +106,32 @@ async def test_join_starts_after_the_log_and_leave_discards(thread: Any) -> None
     await delivery.leave()
     await delivery.leave()  # a second leave does nothing
     assert [c for c, _ in layer.calls].count("group_discard") == 2
+
+
+async def test_sockets_closed_together_leave_at_most_max_leaves_at_once(thread: Any) -> None:
+    """300 sockets close at once: every membership is discarded, never more than
+    MAX_LEAVES sockets' at a time (a Redis pool would run out of connections)."""
+    leaving = most = 0
+
+    class SlowLayer(FakeLayer):
+        async def group_discard(self, group: str, channel: str) -> None:
+            nonlocal leaving, most
+            leaving += 1
+            most = max(most, leaving)
+            await asyncio.sleep(0.001)
+            leaving -= 1
+            await super().group_discard(group, channel)
+
+    layer = SlowLayer()
+    deliveries = []
+    for _ in range(300):
+        delivery, _, _ = make(thread)
+        delivery.layer = layer
+        delivery.joined = True
+        deliveries.append(delivery)
+    await asyncio.gather(*(d.leave() for d in deliveries))
+    assert [c for c, _ in layer.calls].count("group_discard") == 300
+    assert most == delivery_module.MAX_LEAVES
 
 
 async def test_join_failure_is_unavailable_and_counted(thread: Any) -> None:
