@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
 from chat import metrics
 from chat.connections import WORKER_ID
+from chat.dbthread import on_database_thread
 from chat.errors import report_exception
 from chat.events import PendingEvent, event_append_many
 from chat.protocol import encode
@@ -24,9 +24,8 @@ logger = logging.getLogger("netra.broadcaster")
 
 # The most events one database transaction takes from the queue of waiting emitters.
 MAX_BATCH = 256
-# The database thread of channels' database_sync_to_async, without its close_old_connections
-# around every call (a reconnect per event); chat.events keeps the connection usable.
-_append_many = sync_to_async(event_append_many, thread_sensitive=True)
+# The database thread, without close_old_connections around every call (chat/dbthread.py).
+_append_many = on_database_thread(event_append_many)
 
 
 class EventLogError(RuntimeError):

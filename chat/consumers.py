@@ -10,8 +10,8 @@ import uuid
 from typing import Any
 
 from autobahn.exception import Disconnected
-from channels.db import database_sync_to_async
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings

@@ -30,6 +30,7 @@ from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from chat.dbthread import keep_usable
 from chat.models import Event, Thread
 
 _THREAD = Thread._meta.db_table
@@ -131,7 +132,7 @@ def event_append(
     With `attempt`, raises RunFencedError (and writes nothing) unless the run is active at
     that attempt.
     """
-    _keep_usable()
+    keep_usable()
     result = _append_in_one_transaction(
         [PendingEvent(thread_id, run_id, type, data, in_transaction, attempt)]
     )[0]
@@ -154,18 +155,8 @@ def event_append_many(events: Sequence[PendingEvent]) -> list[dict[str, Any] | E
     event; the next `close_old_connections` in this thread applies CONN_MAX_AGE) and
     replaces one that failed and is no longer usable.
     """
-    _keep_usable()
+    keep_usable()
     return _append_group(list(events))
-
-
-def _keep_usable() -> None:
-    if connection.connection is None or connection.in_atomic_block:
-        return
-    if connection.errors_occurred:
-        if connection.is_usable():
-            connection.errors_occurred = False
-        else:
-            connection.close()
 
 
 def _append_group(group: list[PendingEvent]) -> list[dict[str, Any] | Exception]:

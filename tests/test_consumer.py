@@ -295,7 +295,7 @@ async def test_unexpected_exception_ends_in_4500(
 async def test_a_layer_message_with_no_handler_ends_in_4500(
     thread: Any, token: str, service: Any
 ) -> None:
-    comm, first = await helpers.open_socket(thread.id, token=token)
+    comm, _ = await helpers.open_socket(thread.id, token=token)
     await get_channel_layer().group_send(thread_group(thread.id), {"type": "no.such.handler"})
     frame = await comm.receive_json_from(timeout=5)
     assert (frame["code"], frame["close_code"]) == ("internal_error", 4500)
@@ -318,7 +318,7 @@ async def test_delivered_events_make_no_trip_through_the_database_thread(
         await real()
 
     monkeypatch.setattr(channels_consumer, "aclose_old_connections", counted)
-    comm, first = await helpers.open_socket(thread.id, token=token)
+    comm, _ = await helpers.open_socket(thread.id, token=token)
     broadcaster = Broadcaster()
     run_id = uuid.uuid4()
     for n in range(20):
