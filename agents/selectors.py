@@ -87,7 +87,8 @@ def submit_thread_agent(*, thread_id: uuid.UUID, user: Any, probe: bool) -> str 
     """Returns the agent of the user's thread, or None if it is not theirs (or no such
     thread, or not of the kind asked: a health-check probe's or a user's)."""
     with connection.cursor() as cursor:
-        cursor.execute(_THREAD_AGENT, [_uuid_param(Thread, thread_id), user.pk, probe])
+        owner = Thread._meta.get_field("owner").get_db_prep_value(user.pk, connection)
+        cursor.execute(_THREAD_AGENT, [_uuid_param(Thread, thread_id), owner, probe])
         row = cursor.fetchone()
     return None if row is None else str(row[0])
 
