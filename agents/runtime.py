@@ -28,7 +28,7 @@ from agents.services import Adoption, RunOwnershipLostError, RunSpec
 from chat import metrics
 from chat.broadcaster import Broadcaster, EventLogError
 from chat.connections import WORKER_ID
-from chat.dbthread import on_database_thread
+from chat.dbthread import on_submit_thread
 from chat.errors import report_exception
 from chat.events import RunFencedError, ThreadGoneError
 from chat.ports import SubmitResult
@@ -126,7 +126,7 @@ class AgentService(BackgroundLoops, ApprovalCommands):
         `probe` runs on an internal health-check thread instead of a user's. While this
         worker drains, the message is still recorded, and its run released at once for
         another worker to adopt."""
-        result, new = await on_database_thread(services.run_create)(
+        result, new = await on_submit_thread(services.run_create)(
             thread_id=thread_id,
             user=user,
             text=text,

@@ -1,8 +1,12 @@
 """The submit's own reads (agents/selectors.py, written in SQL): the thread's agent for its
 owner only, and the history a run is given, oldest first, without its own message. Checked
-on SQLite in-process and on PostgreSQL (UUIDs as native values there) in a subprocess."""
+on SQLite in-process and on PostgreSQL (UUIDs as native values there) in a subprocess. And
+where a submit runs (chat/dbthread.py): side by side on PostgreSQL, on the database thread
+on SQLite."""
 
+import asyncio
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -10,6 +14,7 @@ import pytest
 
 from agents import services
 from agents.models import AgentRun
+from chat import dbthread
 from chat.errors import NetraError
 from tests import helpers
 from tests.cluster import check_on_postgresql
@@ -72,3 +77,50 @@ def test_the_submit_reads_its_thread_and_history() -> None:
 @pytest.mark.postgres
 def test_the_submit_reads_its_thread_and_history_on_postgresql() -> None:
     assert check_on_postgresql("tests.test_submit_reads", "submit_check") == EXPECTED
+
+
+def side_by_side_check() -> dict[str, Any]:
+    """Two submits of two threads, each waiting in the database until the other is there
+    too: they meet only if they run at once (else the barrier breaks after 5 s)."""
+    owner = helpers.make_user(f"pair-{uuid.uuid4().hex[:6]}")
+    threads = [helpers.make_thread(owner, agent="builtin") for _ in range(2)]
+    barrier = threading.Barrier(2, timeout=5)
+    met: list[str] = []
+
+    def meeting(**kwargs: Any) -> Any:
+        try:
+            barrier.wait()
+            met.append(threading.current_thread().name)
+        except threading.BrokenBarrierError:
+            met.append("alone")
+        return services.run_create(**kwargs)
+
+    async def submit_both() -> list[bool]:
+        submit = dbthread.on_submit_thread(meeting)
+        answers = await asyncio.gather(
+            *(
+                submit(thread_id=t.id, user=owner, text="hi", client_msg_id="c", worker_id="w")
+                for t in threads
+            )
+        )
+        return [answer.duplicate for answer, _ in answers]
+
+    duplicates = asyncio.run(submit_both())
+    return {"met": sorted(name.split("_")[0] for name in met), "duplicates": duplicates}
+
+
+@pytest.mark.postgres
+def test_submits_run_side_by_side_on_postgresql() -> None:
+    assert check_on_postgresql("tests.test_submit_reads", "side_by_side_check") == {
+        "met": ["netra-submit", "netra-submit"],
+        "duplicates": [False, False],
+    }
+
+
+async def test_on_sqlite_a_submit_stays_on_the_database_thread(user: Any) -> None:
+    """SQLite takes one writer at a time: the submit runs where the log writer does."""
+
+    def where() -> str:
+        return threading.current_thread().name
+
+    assert await dbthread.on_submit_thread(where)() == await dbthread.on_database_thread(where)()
