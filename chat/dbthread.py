@@ -5,7 +5,7 @@ With CONN_HEALTH_CHECKS on PostgreSQL that makes the call's first query wait for
 check (a `SELECT 1` round trip), on every event batch and every question. `on_database_thread`
 runs a function in the same thread (asgiref's one thread-sensitive executor) without that:
 a connection that raised is checked before the next call and replaced if it is no longer
-usable, and one past CONN_MAX_AGE is closed before the next call.
+usable, and one past a positive CONN_MAX_AGE is closed before the next call.
 
 On PostgreSQL a question's submit runs on a pool of SUBMIT_CONNECTIONS threads, each with
 its connection (`on_submit_thread`): the one database thread otherwise waits through every
@@ -33,7 +33,9 @@ _submit_pool: ThreadPoolExecutor | None = None
 
 def keep_usable() -> None:
     """Replaces the thread's connection if it raised and no longer answers, and closes one
-    past CONN_MAX_AGE (sync); a connection in a transaction, or not yet open, is left alone."""
+    past a positive CONN_MAX_AGE (sync); a connection in a transaction, or not yet open, is
+    left alone. With CONN_MAX_AGE=0 (Django's close after each request) the connection is
+    kept: a reconnect per event batch would cost more than it protects."""
     if connection.connection is None or connection.in_atomic_block:
         return
     if connection.errors_occurred:
@@ -42,7 +44,9 @@ def keep_usable() -> None:
         else:
             connection.close()
             return
-    if connection.close_at is not None and time.monotonic() >= connection.close_at:
+    expires = connection.close_at
+    aged = expires is not None and time.monotonic() >= expires
+    if aged and connection.settings_dict.get("CONN_MAX_AGE"):
         connection.close()
 
 

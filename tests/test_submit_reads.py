@@ -7,6 +7,7 @@ on SQLite."""
 import asyncio
 import json
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -124,3 +125,22 @@ async def test_on_sqlite_a_submit_stays_on_the_database_thread(user: Any) -> Non
         return threading.current_thread().name
 
     assert await dbthread.on_submit_thread(where)() == await dbthread.on_database_thread(where)()
+
+
+@pytest.mark.parametrize(("max_age", "closed"), [(60, True), (0, False)])
+def test_a_hot_path_connection_past_its_max_age_is_closed(
+    max_age: int, closed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keep_usable closes a connection past a positive CONN_MAX_AGE before the next call;
+    with 0 (Django's close after each request) it keeps it, as the log writer always did.
+    (The suite's in-memory SQLite ignores a close, so the close itself is recorded.)"""
+    from django.db import connections
+
+    wrapper = connections["default"]
+    wrapper.ensure_connection()
+    closes: list[bool] = []
+    monkeypatch.setattr(wrapper, "close", lambda: closes.append(True))
+    monkeypatch.setitem(wrapper.settings_dict, "CONN_MAX_AGE", max_age)
+    monkeypatch.setattr(wrapper, "close_at", time.monotonic() - 1)
+    dbthread.keep_usable()
+    assert bool(closes) is closed
