@@ -23,7 +23,7 @@ from channels.layers import InMemoryChannelLayer
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat import metrics, selectors
+from chat import metrics, selectors, watch
 from chat.broadcaster import thread_group, token_group
 from chat.errors import report_exception, unavailable
 from chat.events import encoded_events_after
@@ -32,9 +32,6 @@ from chat.protocol import encode
 logger = logging.getLogger("netra.delivery")
 
 REPLAY_PAGE = 1000
-# After the last event a socket forwarded, how long it waits before asking the log whether
-# the channel layer lost the tail of a burst (a lost last event has no successor to reveal it).
-TAIL_CHECK_AFTER = 1.0
 LAST_EVENT = "agent_completed"
 
 SendText = Callable[[str], Awaitable[None]]
@@ -51,32 +48,6 @@ def refresh_interval(layer: Any) -> float:
     if isinstance(layer, InMemoryChannelLayer):
         return max(settings.WS_GROUP_REFRESH_INTERVAL, layer.group_expiry / 2)
     return float(settings.WS_GROUP_REFRESH_INTERVAL)
-
-
-# The most sockets of one process that leave their groups at once: sockets closed together
-# (the end of a deploy's drain, a network drop) would otherwise take more channel-layer
-# connections at once than a pool holds (redis-py raises MaxConnectionsError past it).
-MAX_LEAVES = 64
-
-
-class LoopGate:
-    """A semaphore of `limit` for the running event loop (a new loop, as in tests, gets its
-    own)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.semaphore: asyncio.Semaphore | None = None
-
-    def gate(self) -> asyncio.Semaphore:
-        """The semaphore of the running loop."""
-        loop = asyncio.get_running_loop()
-        if self.semaphore is None or self.loop is not loop:
-            self.loop, self.semaphore = loop, asyncio.Semaphore(self.limit)
-        return self.semaphore
-
-
-LEAVES = LoopGate(MAX_LEAVES)
 
 
 class Sink(Protocol):
@@ -138,7 +109,7 @@ class Delivery:
         self.last_event_at = 0.0
         self.tail_dirty = True
         self.joined = False
-        # The watch's work under way (a re-join or queueing a tail check), run by TICKER.
+        # The watch's work under way (a re-join or queueing a tail check), run by chat.watch.TICKER.
         self.watch_task: asyncio.Task[None] | None = None
         self.watch_from = 0.0
         self.rejoin_at = 0.0
@@ -166,12 +137,12 @@ class Delivery:
 
     async def leave(self) -> None:
         """Removes the socket from its groups, if it joined; a failure is logged and counted.
-        At most MAX_LEAVES sockets of the process leave at once."""
+        At most watch.MAX_LEAVES sockets of the process leave at once."""
         if not self.joined:
             return
         self.joined = False
         try:
-            async with LEAVES.gate():
+            async with watch.LEAVES.gate():
                 for group in self.groups:
                     await self.layer.group_discard(group, self.channel_name)
         except Exception as exc:
@@ -200,16 +171,16 @@ class Delivery:
 
     def start(self) -> None:
         """Starts the watch: the process's one timer (`Ticker`) looks at this socket every
-        TAIL_CHECK_AFTER seconds, so an idle socket keeps no task and no timer of its own."""
+        watch.TAIL_CHECK_AFTER seconds, so an idle socket keeps no task and no timer of its own."""
         now = time.monotonic()
-        self.watch_from = now + TAIL_CHECK_AFTER
+        self.watch_from = now + watch.TAIL_CHECK_AFTER
         interval = refresh_interval(self.layer)
         self.rejoin_at = now + random.uniform(0.5, 1.0) * interval  # noqa: S311
-        TICKER.add(self)
+        watch.TICKER.add(self)
 
     def stop(self) -> None:
         """Stops the watch (and a re-join or tail check it has under way)."""
-        TICKER.discard(self)
+        watch.TICKER.discard(self)
         if self.watch_task is not None:
             self.watch_task.cancel()
 
@@ -230,7 +201,7 @@ class Delivery:
         return self._watch_once(rejoin=rejoin)
 
     def _tail_due(self, now: float) -> bool:
-        return self.tail_dirty and now - self.last_event_at >= TAIL_CHECK_AFTER
+        return self.tail_dirty and now - self.last_event_at >= watch.TAIL_CHECK_AFTER
 
     async def _watch_once(self, *, rejoin: bool) -> None:
         if rejoin:
@@ -329,74 +300,3 @@ class Delivery:
             "recovered": recovered,
         }
         await self.sink.send_frame(encode(complete))
-
-
-# The most watches (re-joins, tail checks) one process runs at once: with thousands of
-# sockets a tick's due work would otherwise take more channel-layer connections at once
-# than a pool holds (redis-py raises MaxConnectionsError past it); the rest wait a tick.
-MAX_WATCHES = 64
-
-
-class Ticker:
-    """One timer per process (per event loop) for the watch of every socket: each tick it
-    asks each Delivery for its due work and runs that as a short task, one at a time per
-    socket, so a slow re-join of one socket delays no other socket's tail check; at most
-    MAX_WATCHES at once, taking the sockets in turn from where the last tick stopped."""
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.deliveries: set[Delivery] = set()
-        self.task: asyncio.Task[None] | None = None
-        self.running: set[asyncio.Task[None]] = set()
-        self.start = 0
-
-    def add(self, delivery: Delivery) -> None:
-        """Watches a socket's delivery from the next tick on."""
-        loop = asyncio.get_running_loop()
-        if self.loop is not loop:  # a new event loop (tests): nothing of the old one is valid
-            self.loop, self.deliveries, self.task, self.running = loop, set(), None, set()
-        self.deliveries.add(delivery)
-        if self.task is None or self.task.done():
-            self.task = loop.create_task(self._run())
-            self.task.add_done_callback(_watch_done)
-
-    def discard(self, delivery: Delivery) -> None:
-        """Stops watching a delivery (the timer stops with the last one)."""
-        self.deliveries.discard(delivery)
-
-    async def _run(self) -> None:
-        while self.deliveries:
-            await asyncio.sleep(TAIL_CHECK_AFTER)
-            self.tick(time.monotonic())
-
-    def tick(self, now: float) -> None:
-        """Starts the due work of the sockets in turn, up to MAX_WATCHES running."""
-        deliveries = list(self.deliveries)
-        if not deliveries:
-            return
-        first = self.start % len(deliveries)
-        for offset in range(len(deliveries)):
-            if len(self.running) >= MAX_WATCHES:
-                self.start = first + offset  # the next tick goes on from here
-                return
-            delivery = deliveries[(first + offset) % len(deliveries)]
-            if delivery.watch_task is not None and not delivery.watch_task.done():
-                continue
-            work = delivery.due(now)
-            if work is not None:
-                task = asyncio.create_task(work)
-                delivery.watch_task = task
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
-                task.add_done_callback(_watch_done)
-        self.start = first
-
-
-def _watch_done(task: asyncio.Task[None]) -> None:
-    """Reports a watch (or the timer itself) that ended with an exception."""
-    exc = None if task.cancelled() else task.exception()
-    if exc is not None:
-        report_exception(exc, "the socket watch failed", throttle="watch")
-
-
-TICKER = Ticker()

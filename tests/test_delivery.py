@@ -12,6 +12,7 @@ from django.db import DatabaseError
 from prometheus_client import REGISTRY
 
 from chat import delivery as delivery_module
+from chat import watch
 from chat.broadcaster import thread_group, token_group
 from chat.delivery import Delivery, TextSink
 from chat.errors import NetraError
@@ -131,7 +132,7 @@ async def test_sockets_closed_together_leave_at_most_max_leaves_at_once(thread: 
         deliveries.append(delivery)
     await asyncio.gather(*(d.leave() for d in deliveries))
     assert [c for c, _ in layer.calls].count("group_discard") == 300
-    assert most == delivery_module.MAX_LEAVES
+    assert most == watch.MAX_LEAVES
 
 
 async def test_join_failure_is_unavailable_and_counted(thread: Any) -> None:

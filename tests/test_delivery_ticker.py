@@ -1,4 +1,4 @@
-"""The one timer per process that watches every socket (chat.delivery.Ticker): no task per
+"""The one timer per process that watches every socket (chat.watch.Ticker): no task per
 idle socket, each socket's tail check and re-join still on time, a slow re-join of one
 socket delays no other."""
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from chat import delivery as delivery_module
+from chat import watch as watch_module
 from chat.broadcaster import thread_group
-from chat.delivery import TICKER
+from chat.watch import TICKER
 from tests.test_delivery import FakeLayer, make
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -20,7 +20,7 @@ TICK = 0.05
 
 @pytest.fixture(autouse=True)
 def fast_ticks(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
-    monkeypatch.setattr(delivery_module, "TAIL_CHECK_AFTER", TICK)
+    monkeypatch.setattr(watch_module, "TAIL_CHECK_AFTER", TICK)
     settings.WS_GROUP_REFRESH_INTERVAL = 3600  # no re-join unless a test makes one due
 
 
@@ -127,7 +127,7 @@ async def test_at_most_max_watches_run_at_once_and_every_socket_gets_its_turn(
 ) -> None:
     """Thousands of sockets due in one tick would take more layer connections at once
     than a pool holds; the timer runs at most MAX_WATCHES and the others in later ticks."""
-    monkeypatch.setattr(delivery_module, "MAX_WATCHES", 2)
+    monkeypatch.setattr(watch_module, "MAX_WATCHES", 2)
     gate = asyncio.Event()
     made = [make(thread) for _ in range(6)]
     for delivery, _, _ in made:
