@@ -10,10 +10,11 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from agents.emitter import MAX_IN_FLIGHT, RunEmitter
+from agents.emitter import RunEmitter
 from agents.errors import AgentFailure
 from agents.invariants import run_violations
 from agents.models import AgentRun
+from agents.pipeline import MAX_IN_FLIGHT
 from chat import broadcaster as broadcaster_module
 from chat.broadcaster import Broadcaster, EventLogError, thread_group
 from chat.events import events_after
