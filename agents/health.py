@@ -2,6 +2,7 @@
 channel layer to a probe channel, verified event by event (docs/operations.md)."""
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -10,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 
 from chat import metrics
 from chat.broadcaster import thread_group
+from chat.layers import Inbox, events_layer
 from chat.models import Thread
 from chat.ports import AgentServicePort
 from chat.runevents import EventType
@@ -103,14 +104,15 @@ async def check_event_flow(service: AgentServicePort, *, timeout: float = 5.0) -
 
 
 async def _check(service: AgentServicePort, timeout: float) -> FlowResult:
-    layer = get_channel_layer()
+    layer = events_layer()  # the probe channel stands for a socket's, on the events' layer
     user, thread = await database_sync_to_async(_probe_thread)()
     channel = await layer.new_channel("healthz.")
+    inbox = Inbox([functools.partial(layer.receive, channel)])
     group = thread_group(thread.id)
-    await layer.group_add(group, channel)
     started = time.monotonic()
     result = FlowResult(ok=False)
     try:
+        await layer.group_add(group, channel)
         ack = await service.submit(
             thread_id=thread.id,
             user=user,
@@ -119,9 +121,10 @@ async def _check(service: AgentServicePort, timeout: float) -> FlowResult:
             probe=True,
         )
         result.run_id = str(ack.run_id)
-        final = await _collect(layer, channel, result, started=started, timeout=timeout)
+        final = await _collect(inbox, result, started=started, timeout=timeout)
         _judge(result, final, timeout=timeout)
     finally:
+        inbox.close()
         try:
             await layer.group_discard(group, channel)
             await database_sync_to_async(_prune_probe_threads)()
@@ -131,7 +134,7 @@ async def _check(service: AgentServicePort, timeout: float) -> FlowResult:
 
 
 async def _collect(
-    layer: Any, channel: str, result: FlowResult, *, started: float, timeout: float
+    inbox: Inbox, result: FlowResult, *, started: float, timeout: float
 ) -> dict[str, Any] | None:
     """Records the probe run's events as they reach the probe channel; returns its
     agent_completed, or None if it did not come within `timeout`."""
@@ -141,7 +144,7 @@ async def _collect(
         if remaining <= 0:
             return None
         try:
-            message = await asyncio.wait_for(layer.receive(channel), remaining)
+            message = await asyncio.wait_for(inbox.get(), remaining)
         except TimeoutError:
             return None
         if message.get("type") != "thread.event":

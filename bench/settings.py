@@ -6,9 +6,11 @@ layer fails with "Too many connections". netra_site/settings.py sets a pool of 1
 (REDIS_MAX_CONNECTIONS); both Redis contenders get that pool here whatever the environment
 says (docs/benchmarks.md, "Found on the way").
 
-BENCH_REDIS_LAYER=pubsub swaps channels-redis' core layer for its RedisPubSubChannelLayer
-(one PUBLISH per group message, no capacity: what pub/sub drops, gap fill recovers), so
-the two can be compared side by side (the `pubsub` layer of bench/run.py).
+On Redis, N's thread events go by channels-redis' RedisPubSubChannelLayer and the rest by
+its core layer, as netra's settings have it (REDIS_EVENTS_LAYER, chat/layers.py); B, the
+tutorial pattern, has only the core layer. BENCH_REDIS_LAYER=pubsub swaps the core layer
+for the pub/sub one as well (the `pubsub` layer of bench/run.py): B then has pub/sub alone,
+and N both kinds of message on pub/sub.
 """
 
 import os

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
@@ -18,6 +17,7 @@ from chat.connections import WORKER_ID
 from chat.dbthread import on_database_thread
 from chat.errors import report_exception
 from chat.events import PendingEvent, event_append_many
+from chat.layers import events_alias
 from chat.protocol import encode
 
 logger = logging.getLogger("netra.broadcaster")
@@ -120,8 +120,8 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
 class Broadcaster:
     """Emits run events: the log write first (it raises), then the group send (it may fail)."""
 
-    def __init__(self, alias: str = DEFAULT_CHANNEL_LAYER) -> None:
-        self.alias = alias
+    def __init__(self, alias: str | None = None) -> None:
+        self.alias = alias  # None: the layer of thread events (chat/layers.py)
         self.writer = LogWriter()
 
     def log(
@@ -168,7 +168,7 @@ class Broadcaster:
     @property
     def channel_layer(self) -> Any:
         """The configured layer, looked up each time so that a settings change is followed."""
-        return get_channel_layer(self.alias)
+        return get_channel_layer(self.alias or events_alias())
 
     async def emit(
         self,

@@ -79,7 +79,7 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
         1011 and leave it CONNECTED in the state log."""
         self._open(scope)
         try:
-            await super().__call__(scope, receive, send)
+            await self.serve(scope, receive, send)
         except ChannelLayerReceiveError as exc:
             cause = exc.__cause__ or exc
             report_exception(
@@ -161,6 +161,7 @@ class ChatConsumer(GuardedLayerReceive, AsyncWebsocketConsumer):
         self.delivery = Delivery(
             layer=self.channel_layer,
             channel_name=self.channel_name,
+            events=self.events,
             thread_id=admitted.thread_id,
             token_id=admitted.principal.token_id,
             sink=TextSink(self._send_text),

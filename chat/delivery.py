@@ -27,6 +27,7 @@ from chat import metrics, selectors, watch
 from chat.broadcaster import thread_group, token_group
 from chat.errors import report_exception, unavailable
 from chat.events import encoded_events_after
+from chat.layers import EventsChannel
 from chat.protocol import encode
 
 logger = logging.getLogger("netra.delivery")
@@ -91,6 +92,7 @@ class Delivery:
         layer: Any,
         channel_name: str,
         thread_id: uuid.UUID,
+        events: EventsChannel | None = None,
         token_id: uuid.UUID | None,
         sink: Sink,
         connection_id: uuid.UUID,
@@ -103,6 +105,9 @@ class Delivery:
         if token_id is not None:  # a socket opened with a token goes when the token does
             self.groups += (token_group(token_id),)
         self.groups += extra_groups  # e.g. a cookie socket's session groups
+        # Where thread events have a layer of their own, the client's channel there joins
+        # the thread's group too; the control messages still come by `layer`.
+        self.events = events
         self.sink = sink
         self.connection_id = connection_id
         self.last_seq = 0
@@ -124,8 +129,7 @@ class Delivery:
         starts: in this order, an event logged in between comes by the group. Raises
         `unavailable` if the layer fails (DatabaseError if the log does)."""
         try:
-            for group in self.groups:
-                await self.layer.group_add(group, self.channel_name)
+            await self._add_all()
         except Exception as exc:
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
             report_exception(exc, "group_add failed", throttle="group_add", **self._context())
@@ -134,6 +138,14 @@ class Delivery:
         self.last_seq = await database_sync_to_async(selectors.thread_last_seq)(
             thread_id=self.thread_id
         )
+
+    async def _add_all(self) -> None:
+        for group in self.groups:
+            await self.layer.group_add(group, self.channel_name)
+        if self.events is not None:
+            # On pub/sub a SUBSCRIBE that Redis has not yet run misses what is published
+            # meanwhile; the first tail check (tail_dirty starts True) fetches it.
+            await self.events.layer.group_add(self.groups[0], self.events.name)
 
     async def leave(self) -> None:
         """Removes the socket from its groups, if it joined; a failure is logged and counted.
@@ -145,6 +157,8 @@ class Delivery:
             async with watch.LEAVES.gate():
                 for group in self.groups:
                     await self.layer.group_discard(group, self.channel_name)
+                if self.events is not None:
+                    await self.events.layer.group_discard(self.groups[0], self.events.name)
         except Exception as exc:
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
             logger.warning("group_discard failed: %s", exc, exc_info=exc, extra=self._context())
@@ -157,8 +171,7 @@ class Delivery:
         receiving. Re-adding is idempotent; the tail check fetches what was missed meanwhile.
         """
         try:
-            for group in self.groups:
-                await self.layer.group_add(group, self.channel_name)
+            await self._add_all()
         except Exception as exc:  # noqa: BLE001 - retried at the next refresh
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
             logger.warning(

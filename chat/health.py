@@ -6,6 +6,7 @@ import os
 import uuid
 from typing import Any
 
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -21,6 +22,7 @@ from prometheus_client import (
 
 from chat import metrics
 from chat.connections import WORKER_ID, process_heartbeat
+from chat.layers import events_alias, events_layer
 from chat.models import ServerProcess
 
 logger = logging.getLogger("netra.health")
@@ -44,6 +46,8 @@ async def _channel_layer_round_trip() -> None:
     message = await layer.receive(channel)
     if message.get("nonce") != nonce:
         raise RuntimeError("the channel layer returned another message")
+    if events_alias() != DEFAULT_CHANNEL_LAYER:  # thread events' own layer: it must publish
+        await events_layer().group_send("readyz", {"type": "readyz.ping", "nonce": nonce})
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:

@@ -1,22 +1,39 @@
-"""A socket's receive from the channel layer, told apart from everything else that can
-raise while a consumer runs: only a failure of the layer itself is a channel-layer fault."""
+"""A socket's receive from the channel layers, told apart from everything else that can
+raise while a consumer runs: only a failure of a layer itself is a channel-layer fault."""
 
-from collections.abc import Awaitable, Callable
+import functools
 from typing import Any
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+from channels.exceptions import StopConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
+
+from chat.layers import EventsChannel, Receive, open_events_channel
 
 
 class ChannelLayerReceiveError(Exception):
     """The channel layer's receive for this socket failed (Redis restarted or gone)."""
 
 
+async def guarded(receive: Receive) -> dict[str, Any]:
+    """What `receive` returns; a failure of it raises ChannelLayerReceiveError (chained)."""
+    try:
+        return await receive()
+    except Exception as exc:
+        raise ChannelLayerReceiveError(str(exc)) from exc
+
+
 class GuardedLayerReceive:
     """Mixin for a channels consumer: AsyncConsumer.__call__ assigns the layer's receive to
     `channel_receive`, and this wraps it so that its failures, and only those, raise
-    ChannelLayerReceiveError (chained to what the layer raised)."""
+    ChannelLayerReceiveError (chained to what the layer raised).
+
+    `serve` runs the consumer as AsyncConsumer.__call__ does, with one more source where
+    thread events have a layer of their own (chat/layers.py): the socket's channel there,
+    `events`, whose messages go to the same dispatch, one at a time."""
 
     _layer_receive: Receive
+    events: EventsChannel | None = None
 
     @property
     def channel_receive(self) -> Receive:
@@ -28,7 +45,31 @@ class GuardedLayerReceive:
         self._layer_receive = layer_receive
 
     async def _receive_from_layer(self) -> dict[str, Any]:
+        return await guarded(self._layer_receive)
+
+    async def _receive_events(self) -> dict[str, Any]:
+        assert self.events is not None
+        return await guarded(self.events.receive)
+
+    async def serve(self, scope: Any, receive: Any, send: Any) -> None:
+        """AsyncConsumer.__call__ (channels 4.3) with the events channel as a third source;
+        a layer that cannot open a channel raises ChannelLayerReceiveError."""
+        consumer: Any = self
+        consumer.scope = scope
+        consumer.channel_layer = get_channel_layer(consumer.channel_layer_alias)
+        consumer.channel_name = await consumer.channel_layer.new_channel()
+        self.channel_receive = functools.partial(
+            consumer.channel_layer.receive, consumer.channel_name
+        )
+        consumer.base_send = send
         try:
-            return await self._layer_receive()
+            self.events = await open_events_channel()
         except Exception as exc:
-            raise ChannelLayerReceiveError(str(exc)) from exc
+            raise ChannelLayerReceiveError(f"could not open the events channel: {exc}") from exc
+        sources = [receive, self.channel_receive]
+        if self.events is not None:
+            sources.append(self._receive_events)
+        try:
+            await await_many_dispatch(sources, consumer.dispatch)
+        except StopConsumer:
+            return

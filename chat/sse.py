@@ -23,6 +23,7 @@ A client that stops reading must not grow the server without bound:
 
 import asyncio
 import contextvars
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +37,7 @@ from django.db import DatabaseError
 from chat.broadcaster import worker_group
 from chat.delivery import Delivery
 from chat.errors import NetraError, report_exception
+from chat.layers import Inbox, Receive, open_events_channel
 
 logger = logging.getLogger("netra.sse")
 
@@ -172,7 +174,13 @@ class EventStream:
     async def _feed(self, delivery: Delivery, layer: Any, channel: str) -> None:
         """Joins, replays, then hands the channel's messages to the Delivery until the
         stream ends; a failure ends the stream with a comment saying why."""
+        inbox: Inbox | None = None
         try:
+            delivery.events = await open_events_channel()
+            sources: list[Receive] = [functools.partial(layer.receive, channel)]
+            if delivery.events is not None:
+                sources.append(delivery.events.receive)
+            inbox = Inbox(sources)
             await delivery.join()
             after_seq = await self.after_seq() if callable(self.after_seq) else self.after_seq
             if after_seq is not None:
@@ -182,7 +190,7 @@ class EventStream:
                 return
             delivery.start()
             while self.closing is None:
-                message = await layer.receive(channel)
+                message = await inbox.get()
                 kind = message.get("type")
                 if kind == "thread.event":
                     await delivery.forward(message)
@@ -206,6 +214,9 @@ class EventStream:
         except Exception as exc:  # noqa: BLE001 - reported, then the stream ends with a comment
             report_exception(exc, "SSE stream failed", throttle="sse_feed", **self._context())
             self._end("internal error; reconnect with Last-Event-ID")
+        finally:
+            if inbox is not None:
+                inbox.close()
 
     async def _cancel_if_stalled(self, delivery: Delivery) -> None:
         """Cancels the response's write if it is still stalled after SSE_STALL_TIMEOUT: a

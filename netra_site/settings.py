@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -167,6 +168,20 @@ if REDIS_URL:
             },
         }
     }
+    # Thread events go by Redis pub/sub (one PUBLISH per event, docs/benchmarks.md); what it
+    # loses while it reconnects, the sockets fill from the log. The control messages that
+    # close sockets (revoked token, logout, drain, deleted thread) stay on the core layer,
+    # which keeps them in Redis across a receiver's reconnect (chat/layers.py).
+    REDIS_EVENTS_LAYER = env.str("REDIS_EVENTS_LAYER", default="pubsub")
+    if REDIS_EVENTS_LAYER == "pubsub":
+        CHANNEL_LAYERS["events"] = {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},
+        }
+    elif REDIS_EVENTS_LAYER != "core":
+        raise ImproperlyConfigured(
+            f"REDIS_EVENTS_LAYER must be 'pubsub' or 'core', not {REDIS_EVENTS_LAYER!r}"
+        )
 else:
     CHANNEL_LAYERS = {
         "default": {

@@ -21,6 +21,13 @@ from tests.servers import Servers
             },
             "netra.E002",
         ),
+        (
+            {
+                "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+                "events": {"BACKEND": "no.such.PubSubLayer"},
+            },
+            "netra.E002",
+        ),
     ],
 )
 def test_missing_or_unusable_channel_layer_is_a_check_error(

@@ -1,0 +1,101 @@
+"""Which channel layer carries what.
+
+The default layer (CHANNEL_LAYERS['default']) carries each socket's own channel and the
+control messages that close sockets: a revoked token, a logout, a draining worker, a
+deleted thread. Channels-redis' core layer keeps those in Redis while a receiver
+reconnects. Thread events may go by a layer of their own, CHANNEL_LAYERS['events']
+(on Redis: channels-redis' pub/sub layer, unless REDIS_EVENTS_LAYER=core): one PUBLISH per
+event instead of the core layer's script and round trips. What pub/sub loses (what is
+published while it reconnects) the sockets fill from the log, as they do for what the
+core layer drops at capacity (chat/delivery.py).
+"""
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+EVENTS_ALIAS = "events"
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def events_alias() -> str:
+    """The alias of the layer that carries thread events."""
+    return EVENTS_ALIAS if EVENTS_ALIAS in settings.CHANNEL_LAYERS else DEFAULT_CHANNEL_LAYER
+
+
+def events_layer() -> Any:
+    """The layer that carries thread events (the default one unless 'events' is set)."""
+    return get_channel_layer(events_alias())
+
+
+@dataclass(frozen=True)
+class EventsChannel:
+    """A client's channel on the thread events' own layer."""
+
+    layer: Any
+    name: str
+
+    async def receive(self) -> dict[str, Any]:
+        """The next message of this channel."""
+        message: dict[str, Any] = await self.layer.receive(self.name)
+        return message
+
+
+# The event loops in which each events layer holds its anchor channel (see _anchor).
+_ANCHORED: "weakref.WeakKeyDictionary[Any, weakref.WeakSet[asyncio.AbstractEventLoop]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _anchor(layer: Any) -> None:
+    """Subscribes, once per process and event loop, a channel nobody publishes to and
+    nobody receives from. channels-redis' subscriber looks for messages only while
+    something is subscribed, and sleeps 0.1 s between looks otherwise: without the anchor,
+    the first events after a worker's last socket closed would wait up to that long."""
+    loop = asyncio.get_running_loop()
+    loops = _ANCHORED.setdefault(layer, weakref.WeakSet())
+    if loop not in loops:
+        loops.add(loop)
+        await layer.new_channel("anchor.")
+
+
+async def open_events_channel(prefix: str = "specific.") -> EventsChannel | None:
+    """A new channel on the thread events' own layer, or None when they share the default
+    layer (the client's one channel then receives them). On the pub/sub layer the channel
+    lives while a receive is pending on it: its cancellation unsubscribes it."""
+    if events_alias() == DEFAULT_CHANNEL_LAYER:
+        return None
+    layer = events_layer()
+    await _anchor(layer)
+    return EventsChannel(layer, await layer.new_channel(prefix))
+
+
+class Inbox:
+    """Receives from several channels at once (a client's own channel and its events
+    channel), a message at a time; each channel's receive is pending from the start, so
+    that its cancellation at `close` cleans it up (pub/sub unsubscribes there)."""
+
+    def __init__(self, sources: list[Receive]) -> None:
+        self.sources = sources
+        self.tasks = [asyncio.ensure_future(source()) for source in sources]
+
+    async def get(self) -> dict[str, Any]:
+        """The next message of any channel; a failed receive raises what it raised."""
+        while True:
+            for i, task in enumerate(self.tasks):
+                if task.done():
+                    self.tasks[i] = asyncio.ensure_future(self.sources[i]())
+                    return task.result()
+            await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    def close(self) -> None:
+        """Cancels the pending receives."""
+        for task in self.tasks:
+            task.cancel()
