@@ -175,7 +175,7 @@ def run_config(
     config: Config, plan: Plan, workdir: Path, dbs: Databases, redis: Redis | None
 ) -> dict[str, Any]:
     """Starts one contender's server, measures it and stops it."""
-    env: dict[str, str] = {}
+    env: dict[str, str] = {"BENCH_CONTENDER": config.contender}
     if config.layer in ("redis", "pubsub"):
         assert redis is not None
         redis.flush()

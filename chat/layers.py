@@ -11,13 +11,15 @@ core layer drops at capacity (chat/delivery.py).
 """
 
 import asyncio
+import contextlib
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
 EVENTS_ALIAS = "events"
@@ -99,3 +101,45 @@ class Inbox:
         """Cancels the pending receives."""
         for task in self.tasks:
             task.cancel()
+
+
+class LocalChannelLayer(InMemoryChannelLayer):
+    """Channels' in-process layer (the embedded default) with a cheaper group_send and
+    expiry sweep; the same API, capacity and expiry.
+
+    Channels' own layer sweeps every queue and group for expired entries on each receive
+    and group_send, so each delivered event costs time in proportion to the process's
+    sockets, and its group_send starts a task and deep-copies the message for each member.
+    Here the sweep runs at most every SWEEP_EVERY seconds (an entry expires up to that much
+    later), and group_send puts a copy of the message straight into each member's queue.
+    A queue at capacity loses the message, as in channels' layer; the socket takes it from
+    the log (netra_event_gaps_filled_total)."""
+
+    SWEEP_EVERY = 1.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._swept_at = 0.0
+
+    def _clean_expired(self) -> None:
+        now = time.monotonic()
+        if now - self._swept_at >= self.SWEEP_EVERY:
+            self._swept_at = now
+            super()._clean_expired()
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Sends a copy of the message to each channel of the group (the message's values
+        are not copied: no receiver changes them)."""
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_group_name(group)
+        self._clean_expired()
+        members = self.groups.get(group)
+        if not members:
+            return
+        expires = time.time() + self.expiry
+        for channel in list(members):
+            queue = self.channels.get(channel)
+            if queue is None:
+                queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait((expires, dict(message)))

@@ -185,7 +185,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "chat.layers.LocalChannelLayer",
             "CONFIG": {
                 "capacity": CHANNEL_CAPACITY,
                 "group_expiry": env.int("CHANNEL_GROUP_EXPIRY", default=86400),

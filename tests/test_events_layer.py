@@ -176,7 +176,7 @@ def read_layers(**env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, {"default": "channels.layers.InMemoryChannelLayer"}),
+        ({}, {"default": "chat.layers.LocalChannelLayer"}),
         (
             {"REDIS_URL": "redis://127.0.0.1:6379/0"},
             {

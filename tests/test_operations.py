@@ -82,12 +82,12 @@ async def test_event_flow_check_passes_with_timings(staff_token: str, service: A
 async def test_event_flow_check_names_the_missing_event_when_the_layer_is_broken(
     staff_token: str, service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from channels.layers import InMemoryChannelLayer
+    from chat.layers import LocalChannelLayer
 
     async def broken_group_send(self: Any, group: str, message: Any) -> None:
         raise ConnectionError("layer down")
 
-    monkeypatch.setattr(InMemoryChannelLayer, "group_send", broken_group_send)
+    monkeypatch.setattr(LocalChannelLayer, "group_send", broken_group_send)
     before = metric("netra_channel_layer_errors_total", operation="group_send")
     response = await AsyncClient().get(
         "/healthz/events", headers={"Authorization": f"Bearer {staff_token}"}
@@ -145,7 +145,7 @@ async def test_metrics_follow_a_run_a_refusal_and_a_gap_fill(
     await refused.receive_output(timeout=5)
     await refused.disconnect()
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1}}
+        "default": {"BACKEND": "chat.layers.LocalChannelLayer", "CONFIG": {"capacity": 1}}
     }
     helpers.make_sockets_slow(monkeypatch)
     comm, _ = await helpers.open_socket(thread.id, token=token)

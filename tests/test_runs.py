@@ -199,7 +199,7 @@ async def test_gap_fill_when_the_layer_drops_at_capacity(
     thread: Any, token: str, service: Any, settings: Any, slow_sockets: None
 ) -> None:
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 3}}
+        "default": {"BACKEND": "chat.layers.LocalChannelLayer", "CONFIG": {"capacity": 3}}
     }
     settings.AGENT_STREAM_CHUNK = 1  # one delta per word: a burst of events
     gaps_before = helpers.metric("netra_event_gaps_filled_total")
@@ -221,7 +221,7 @@ async def test_tail_lost_by_the_layer_is_recovered(
     thread: Any, token: str, service: Any, settings: Any, slow_sockets: None
 ) -> None:
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1}}
+        "default": {"BACKEND": "chat.layers.LocalChannelLayer", "CONFIG": {"capacity": 1}}
     }
     comm, _ = await helpers.open_socket(thread.id, token=token)
     await helpers.send(comm, helpers.message("what is 1+1"))

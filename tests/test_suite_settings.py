@@ -43,7 +43,7 @@ def test_test_settings_ignore_services_and_models_the_caller_exported() -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
         "engine": "django.db.backends.sqlite3",
-        "layer": "channels.layers.InMemoryChannelLayer",
+        "layer": "chat.layers.LocalChannelLayer",
         "agent": "builtin",
         "model": "",
         "openai": "https://api.openai.com/v1",

@@ -1,0 +1,64 @@
+"""chat.layers.LocalChannelLayer, the embedded default: channels' in-memory layer with a
+cheaper group_send and expiry sweep, and the same behaviour."""
+
+import asyncio
+
+import pytest
+
+from chat.layers import LocalChannelLayer
+
+
+async def test_group_send_reaches_every_member_once_in_order() -> None:
+    layer = LocalChannelLayer()
+    channels = [await layer.new_channel() for _ in range(3)]
+    for channel in channels:
+        await layer.group_add("thread.a", channel)
+    await layer.group_add("thread.b", channels[0])
+    for n in range(5):
+        await layer.group_send("thread.a", {"type": "thread.event", "seq": n})
+    await layer.group_send("thread.b", {"type": "thread.event", "seq": 99})
+    await layer.group_discard("thread.a", channels[2])
+    await layer.group_send("thread.a", {"type": "thread.event", "seq": 5})
+    got = [
+        [(await layer.receive(c))["seq"] for _ in range(n)]
+        for c, n in zip(channels, (7, 6, 5), strict=True)
+    ]
+    assert got == [[0, 1, 2, 3, 4, 99, 5], [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4]]
+
+
+async def test_each_member_gets_its_own_copy() -> None:
+    layer = LocalChannelLayer()
+    one, two = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("g", one)
+    await layer.group_add("g", two)
+    await layer.group_send("g", {"type": "x", "n": 1})
+    first = await layer.receive(one)
+    first["n"] = 2
+    assert (await layer.receive(two))["n"] == 1
+
+
+async def test_a_full_channel_loses_the_message_and_no_other_member_does() -> None:
+    layer = LocalChannelLayer(capacity=2)
+    slow, fast = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("g", slow)
+    await layer.group_add("g", fast)
+    for n in range(3):
+        await layer.group_send("g", {"type": "x", "n": n})
+        assert (await layer.receive(fast))["n"] == n
+    assert [(await layer.receive(slow))["n"] for _ in range(2)] == [0, 1]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(layer.receive(slow), 0.05)
+
+
+async def test_expired_messages_and_memberships_are_swept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layer = LocalChannelLayer(expiry=0, group_expiry=0)
+    monkeypatch.setattr(LocalChannelLayer, "SWEEP_EVERY", 0.0)
+    stale = await layer.new_channel()
+    await layer.group_add("g", stale)
+    await layer.group_send("g", {"type": "x"})
+    layer.groups["g"][stale] = 1.0  # joined long ago
+    await asyncio.sleep(0.01)
+    await layer.group_send("g", {"type": "y"})  # the sweep runs first
+    assert layer.groups.get("g", {}) == {} and stale not in layer.channels
