@@ -204,15 +204,17 @@ class Broadcaster:
 
     async def notify(self, event: dict[str, Any]) -> None:
         """Sends a logged event to its thread's group; failures are logged and counted."""
+        group = thread_group(event["thread_id"])
         message = {
             "type": "thread.event",
+            "group": group,  # how chat/router.py finds the thread's clients
             "seq": event["seq"],
             "event_type": event["type"],
             "text": encode(event),
             "emitted_at": time.time(),
         }
         try:
-            await self.channel_layer.group_send(thread_group(event["thread_id"]), message)
+            await self.channel_layer.group_send(group, message)
         except Exception as exc:  # noqa: BLE001 - the event is logged; sockets gap-fill from it
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_send").inc()
             report_exception(

@@ -27,8 +27,8 @@ from chat import metrics, selectors, watch
 from chat.broadcaster import thread_group, token_group
 from chat.errors import report_exception, unavailable
 from chat.events import encoded_events_after
-from chat.layers import EventsChannel
 from chat.protocol import encode
+from chat.router import EventsInbox, events_router
 
 logger = logging.getLogger("netra.delivery")
 
@@ -92,7 +92,7 @@ class Delivery:
         layer: Any,
         channel_name: str,
         thread_id: uuid.UUID,
-        events: EventsChannel | None = None,
+        events: EventsInbox | None = None,
         token_id: uuid.UUID | None,
         sink: Sink,
         connection_id: uuid.UUID,
@@ -105,8 +105,8 @@ class Delivery:
         if token_id is not None:  # a socket opened with a token goes when the token does
             self.groups += (token_group(token_id),)
         self.groups += extra_groups  # e.g. a cookie socket's session groups
-        # Where thread events have a layer of their own, the client's channel there joins
-        # the thread's group too; the control messages still come by `layer`.
+        # Where thread events have a layer of their own, the process's router hands them to
+        # this inbox (chat/router.py); the control messages still come by `layer`.
         self.events = events
         self.sink = sink
         self.connection_id = connection_id
@@ -145,7 +145,7 @@ class Delivery:
         if self.events is not None:
             # On pub/sub a SUBSCRIBE that Redis has not yet run misses what is published
             # meanwhile; the first tail check (tail_dirty starts True) fetches it.
-            await self.events.layer.group_add(self.groups[0], self.events.name)
+            await events_router().join(self.groups[0], self.events)
 
     async def leave(self) -> None:
         """Removes the socket from its groups, if it joined; a failure is logged and counted.
@@ -158,7 +158,7 @@ class Delivery:
                 for group in self.groups:
                     await self.layer.group_discard(group, self.channel_name)
                 if self.events is not None:
-                    await self.events.layer.group_discard(self.groups[0], self.events.name)
+                    await events_router().leave(self.groups[0], self.events)
         except Exception as exc:
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
             logger.warning("group_discard failed: %s", exc, exc_info=exc, extra=self._context())

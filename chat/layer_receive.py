@@ -8,7 +8,8 @@ from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
-from chat.layers import EventsChannel, Receive, open_events_channel
+from chat.layers import Receive, has_events_layer
+from chat.router import EventsInbox
 
 
 class ChannelLayerReceiveError(Exception):
@@ -29,11 +30,11 @@ class GuardedLayerReceive:
     ChannelLayerReceiveError (chained to what the layer raised).
 
     `serve` runs the consumer as AsyncConsumer.__call__ does, with one more source where
-    thread events have a layer of their own (chat/layers.py): the socket's channel there,
-    `events`, whose messages go to the same dispatch, one at a time."""
+    thread events have a layer of their own (chat/layers.py): the socket's inbox of them,
+    `events` (chat/router.py), whose messages go to the same dispatch, one at a time."""
 
     _layer_receive: Receive
-    events: EventsChannel | None = None
+    events: EventsInbox | None = None
 
     @property
     def channel_receive(self) -> Receive:
@@ -47,13 +48,8 @@ class GuardedLayerReceive:
     async def _receive_from_layer(self) -> dict[str, Any]:
         return await guarded(self._layer_receive)
 
-    async def _receive_events(self) -> dict[str, Any]:
-        assert self.events is not None
-        return await guarded(self.events.receive)
-
     async def serve(self, scope: Any, receive: Any, send: Any) -> None:
-        """AsyncConsumer.__call__ (channels 4.3) with the events channel as a third source;
-        a layer that cannot open a channel raises ChannelLayerReceiveError."""
+        """AsyncConsumer.__call__ (channels 4.3) with the events inbox as a third source."""
         consumer: Any = self
         consumer.scope = scope
         consumer.channel_layer = get_channel_layer(consumer.channel_layer_alias)
@@ -62,13 +58,10 @@ class GuardedLayerReceive:
             consumer.channel_layer.receive, consumer.channel_name
         )
         consumer.base_send = send
-        try:
-            self.events = await open_events_channel()
-        except Exception as exc:
-            raise ChannelLayerReceiveError(f"could not open the events channel: {exc}") from exc
         sources = [receive, self.channel_receive]
-        if self.events is not None:
-            sources.append(self._receive_events)
+        if has_events_layer():
+            self.events = EventsInbox()
+            sources.append(self.events.receive)
         try:
             await await_many_dispatch(sources, consumer.dispatch)
         except StopConsumer:

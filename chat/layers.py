@@ -13,9 +13,7 @@ core layer drops at capacity (chat/delivery.py).
 import asyncio
 import contextlib
 import time
-import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
@@ -37,52 +35,15 @@ def events_layer() -> Any:
     return get_channel_layer(events_alias())
 
 
-@dataclass(frozen=True)
-class EventsChannel:
-    """A client's channel on the thread events' own layer."""
-
-    layer: Any
-    name: str
-
-    async def receive(self) -> dict[str, Any]:
-        """The next message of this channel."""
-        message: dict[str, Any] = await self.layer.receive(self.name)
-        return message
-
-
-# The event loops in which each events layer holds its anchor channel (see _anchor).
-_ANCHORED: "weakref.WeakKeyDictionary[Any, weakref.WeakSet[asyncio.AbstractEventLoop]]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def _anchor(layer: Any) -> None:
-    """Subscribes, once per process and event loop, a channel nobody publishes to and
-    nobody receives from. channels-redis' subscriber looks for messages only while
-    something is subscribed, and sleeps 0.1 s between looks otherwise: without the anchor,
-    the first events after a worker's last socket closed would wait up to that long."""
-    loop = asyncio.get_running_loop()
-    loops = _ANCHORED.setdefault(layer, weakref.WeakSet())
-    if loop not in loops:
-        loops.add(loop)
-        await layer.new_channel("anchor.")
-
-
-async def open_events_channel(prefix: str = "specific.") -> EventsChannel | None:
-    """A new channel on the thread events' own layer, or None when they share the default
-    layer (the client's one channel then receives them). On the pub/sub layer the channel
-    lives while a receive is pending on it: its cancellation unsubscribes it."""
-    if events_alias() == DEFAULT_CHANNEL_LAYER:
-        return None
-    layer = events_layer()
-    await _anchor(layer)
-    return EventsChannel(layer, await layer.new_channel(prefix))
+def has_events_layer() -> bool:
+    """Whether thread events have a layer of their own (chat/router.py receives them)."""
+    return events_alias() != DEFAULT_CHANNEL_LAYER
 
 
 class Inbox:
-    """Receives from several channels at once (a client's own channel and its events
-    channel), a message at a time; each channel's receive is pending from the start, so
-    that its cancellation at `close` cleans it up (pub/sub unsubscribes there)."""
+    """Receives from several sources at once (a client's own channel and its thread
+    events), a message at a time; each source's receive is pending from the start until
+    `close` cancels it."""
 
     def __init__(self, sources: list[Receive]) -> None:
         self.sources = sources

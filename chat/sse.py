@@ -37,7 +37,8 @@ from django.db import DatabaseError
 from chat.broadcaster import worker_group
 from chat.delivery import Delivery
 from chat.errors import NetraError, report_exception
-from chat.layers import Inbox, Receive, open_events_channel
+from chat.layers import Inbox, Receive, has_events_layer
+from chat.router import EventsInbox
 
 logger = logging.getLogger("netra.sse")
 
@@ -176,9 +177,9 @@ class EventStream:
         stream ends; a failure ends the stream with a comment saying why."""
         inbox: Inbox | None = None
         try:
-            delivery.events = await open_events_channel()
             sources: list[Receive] = [functools.partial(layer.receive, channel)]
-            if delivery.events is not None:
+            if has_events_layer():
+                delivery.events = EventsInbox()
                 sources.append(delivery.events.receive)
             inbox = Inbox(sources)
             await delivery.join()

@@ -1,7 +1,7 @@
 """Thread events by Redis pub/sub, control messages by the core layer (chat/layers.py), on
 a real Redis: a run's events arrive live and gapless by pub/sub, a revoked token still
 closes its sockets by the core layer, a killed pub/sub connection loses and doubles
-nothing, closed sockets leave nothing subscribed but the worker's anchor, and an events
+nothing, closed sockets leave nothing subscribed but the worker's router channel, and an events
 layer that cannot open a channel closes the socket with 4503."""
 
 import asyncio
@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from agents.invariants import run_violations
 from chat import services
 from chat.models import ApiToken
+from chat.router import EventsInbox
 from tests import helpers
 from tests.cluster import REDIS_URL, require_redis
 from tests.servers import PYTHON, ROOT
@@ -52,12 +53,11 @@ def split(settings: Any) -> None:
     settings.CHANNEL_LAYERS = layers()
 
 
-def pubsub_state() -> tuple[list[str], dict[str, Any]]:
-    """The events layer's channels (but its anchor, chat/layers.py) and groups in this
-    process (channels-redis internals)."""
+def pubsub_state() -> tuple[list[str], list[str]]:
+    """The channels and groups of the events layer in this process (channels-redis
+    internals): one channel, the router's (chat/router.py), and a group per watched thread."""
     loop_layer = get_channel_layer("events")._get_layer()
-    channels = [name for name in loop_layer.channels if "anchor." not in name]
-    return channels, loop_layer.groups
+    return list(loop_layer.channels), list(loop_layer.groups)
 
 
 def kill_our_pubsub_connections() -> int:
@@ -130,18 +130,17 @@ async def test_closed_sockets_leave_nothing_subscribed(
 ) -> None:
     sockets = [(await helpers.open_socket(thread.id, token=token))[0] for _ in range(3)]
     channels, groups = pubsub_state()
-    assert len(channels) == 3 and len(groups) == 1
+    assert len(channels) == 1 and len(groups) == 1  # one subscription for the three
     for comm in sockets:
         await comm.disconnect()
     for _ in range(50):
-        channels, groups = pubsub_state()
-        if not channels and not groups:
+        if pubsub_state()[1] == []:
             break
         await asyncio.sleep(0.05)
-    assert (channels, groups) == ([], {})
-    # The anchor stays subscribed, so the subscriber keeps reading for the next socket.
+    # The router's channel stays subscribed, so the subscriber keeps reading.
+    assert pubsub_state() == (channels, [])
     subscribed = get_channel_layer("events")._get_layer()._shards[0]._subscribed_to
-    assert [name for name in subscribed if "anchor." in name] != []
+    assert subscribed == set(channels)
 
 
 async def test_an_events_layer_that_cannot_subscribe_closes_4503(
@@ -202,3 +201,18 @@ def test_an_unknown_events_layer_stops_the_start() -> None:
     result = read_layers(REDIS_URL="redis://127.0.0.1:6379/0", REDIS_EVENTS_LAYER="kafka")
     assert result.returncode != 0
     assert "REDIS_EVENTS_LAYER must be 'pubsub' or 'core', not 'kafka'" in result.stderr
+
+
+async def test_an_inbox_holds_at_most_channel_capacity(settings: Any) -> None:
+    """A client that reads nothing costs bounded memory; what it missed, its gap check
+    takes from the log (tests/test_runs.py's capacity tests on the in-process layer)."""
+    settings.CHANNEL_CAPACITY = 3
+    inbox = EventsInbox()
+    for seq in range(1, 6):
+        inbox.put({"type": "thread.event", "seq": seq})
+    assert [(await inbox.receive())["seq"] for _ in range(3)] == [1, 2, 3]
+    assert inbox.dropped == 2
+    waiting = asyncio.ensure_future(inbox.receive())
+    await asyncio.sleep(0)
+    inbox.put({"type": "thread.event", "seq": 6})
+    assert (await asyncio.wait_for(waiting, 1))["seq"] == 6
