@@ -15,7 +15,6 @@ looks, which delayed the first events after a worker's last socket had closed.
 """
 
 import asyncio
-import logging
 from collections import deque
 from typing import Any
 
@@ -23,8 +22,6 @@ from django.conf import settings
 
 from chat.errors import report_exception
 from chat.layers import events_layer
-
-logger = logging.getLogger("netra.router")
 
 
 class EventsInbox:
@@ -66,24 +63,20 @@ class EventsRouter:
         self.channel: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.members: dict[str, set[EventsInbox]] = {}
+        self.opening = asyncio.Lock()
 
     async def join(self, group: str, inbox: EventsInbox) -> None:
-        """Hands the group's events to `inbox` from now on; the first of the process to
-        join a group subscribes it (a failure raises, and the inbox is not joined)."""
-        if self.channel is None:
-            self.channel = await self.layer.new_channel("router.")
-            self.task = asyncio.get_running_loop().create_task(self._route(self.channel))
-            self.task.add_done_callback(self._ended)
-        members = self.members.setdefault(group, set())
-        first = not members
-        members.add(inbox)
-        if not first:
-            return
-        try:
-            await self.layer.group_add(group, self.channel)
-        except BaseException:
-            self._forget(group, inbox)
-            raise
+        """Hands the group's events to `inbox` from now on. The group is subscribed once
+        per process (a group_add of a subscribed group makes no round trip), so a re-join
+        also subscribes again what a failure left unsubscribed; a failure raises, and the
+        inbox is not joined."""
+        async with self.opening:  # one channel, even for sockets joining at once
+            if self.channel is None:
+                self.channel = await self.layer.new_channel("router.")
+                self.task = asyncio.get_running_loop().create_task(self._route(self.channel))
+                self.task.add_done_callback(self._ended)
+        await self.layer.group_add(group, self.channel)
+        self.members.setdefault(group, set()).add(inbox)
 
     async def leave(self, group: str, inbox: EventsInbox) -> None:
         """Stops handing the group's events to `inbox`; the last to leave unsubscribes."""

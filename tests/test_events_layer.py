@@ -128,7 +128,8 @@ async def test_a_killed_pubsub_connection_loses_and_doubles_nothing(
 async def test_closed_sockets_leave_nothing_subscribed(
     split: None, thread: Any, token: str, service: Any
 ) -> None:
-    sockets = [(await helpers.open_socket(thread.id, token=token))[0] for _ in range(3)]
+    opened = await asyncio.gather(*(helpers.open_socket(thread.id, token=token) for _ in range(3)))
+    sockets = [comm for comm, _ in opened]
     channels, groups = pubsub_state()
     assert len(channels) == 1 and len(groups) == 1  # one subscription for the three
     for comm in sockets:
