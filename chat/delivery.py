@@ -150,6 +150,8 @@ class Delivery:
     async def leave(self) -> None:
         """Removes the socket from its groups, if it joined; a failure is logged and counted.
         At most watch.MAX_LEAVES sockets of the process leave at once."""
+        if self.events is not None:
+            events_router().discard(self.events)
         if not self.joined:
             return
         self.joined = False
@@ -157,8 +159,6 @@ class Delivery:
             async with watch.LEAVES.gate():
                 for group in self.groups:
                     await self.layer.group_discard(group, self.channel_name)
-                if self.events is not None:
-                    await events_router().leave(self.groups[0], self.events)
         except Exception as exc:
             metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
             logger.warning("group_discard failed: %s", exc, exc_info=exc, extra=self._context())
@@ -192,8 +192,11 @@ class Delivery:
         watch.TICKER.add(self)
 
     def stop(self) -> None:
-        """Stops the watch (and a re-join or tail check it has under way)."""
+        """Stops the watch (and a re-join or tail check it has under way) and the thread
+        events' inbox, if any."""
         watch.TICKER.discard(self)
+        if self.events is not None:
+            events_router().discard(self.events)
         if self.watch_task is not None:
             self.watch_task.cancel()
 

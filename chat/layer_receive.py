@@ -9,7 +9,7 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
 from chat.layers import Receive, has_events_layer
-from chat.router import EventsInbox
+from chat.router import EventsInbox, events_router
 
 
 class ChannelLayerReceiveError(Exception):
@@ -66,3 +66,6 @@ class GuardedLayerReceive:
             await await_many_dispatch(sources, consumer.dispatch)
         except StopConsumer:
             return
+        finally:
+            if self.events is not None:  # however the socket ended
+                events_router().discard(self.events)

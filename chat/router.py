@@ -15,24 +15,29 @@ looks, which delayed the first events after a worker's last socket had closed.
 """
 
 import asyncio
+import logging
 from collections import deque
 from typing import Any
 
 from django.conf import settings
 
+from chat import metrics
 from chat.errors import report_exception
 from chat.layers import events_layer
+
+logger = logging.getLogger("netra.router")
 
 
 class EventsInbox:
     """One client's thread events: the messages not yet taken, and the one waiter."""
 
-    __slots__ = ("dropped", "items", "waiter")
+    __slots__ = ("dropped", "groups", "items", "waiter")
 
     def __init__(self) -> None:
         self.items: deque[dict[str, Any]] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.dropped = 0
+        self.groups: set[str] = set()
 
     def put(self, message: dict[str, Any]) -> None:
         """Adds a message; past CHANNEL_CAPACITY waiting ones it is dropped (see above)."""
@@ -64,6 +69,7 @@ class EventsRouter:
         self.task: asyncio.Task[None] | None = None
         self.members: dict[str, set[EventsInbox]] = {}
         self.opening = asyncio.Lock()
+        self.unsubscribing: set[asyncio.Task[None]] = set()
 
     async def join(self, group: str, inbox: EventsInbox) -> None:
         """Hands the group's events to `inbox` from now on. The group is subscribed once
@@ -77,21 +83,34 @@ class EventsRouter:
                 self.task.add_done_callback(self._ended)
         await self.layer.group_add(group, self.channel)
         self.members.setdefault(group, set()).add(inbox)
+        inbox.groups.add(group)
 
-    async def leave(self, group: str, inbox: EventsInbox) -> None:
-        """Stops handing the group's events to `inbox`; the last to leave unsubscribes."""
-        if self._forget(group, inbox) and self.channel is not None:
+    def discard(self, inbox: EventsInbox) -> None:
+        """Stops handing events to `inbox` (idempotent, and local: it works with the layer
+        down, for every way a client ends). A group left without clients is unsubscribed
+        in the background; a failure there is logged and counted."""
+        for group in list(inbox.groups):
+            inbox.groups.discard(group)
+            members = self.members.get(group)
+            if members is None:
+                continue
+            members.discard(inbox)
+            if not members:
+                del self.members[group]
+                task = asyncio.get_running_loop().create_task(self._unsubscribe(group))
+                self.unsubscribing.add(task)
+                task.add_done_callback(self._unsubscribed)
+
+    async def _unsubscribe(self, group: str) -> None:
+        if group not in self.members and self.channel is not None:  # not joined again since
             await self.layer.group_discard(group, self.channel)
 
-    def _forget(self, group: str, inbox: EventsInbox) -> bool:
-        members = self.members.get(group)
-        if members is None:
-            return False
-        members.discard(inbox)
-        if members:
-            return False
-        del self.members[group]
-        return True
+    def _unsubscribed(self, task: asyncio.Task[None]) -> None:
+        self.unsubscribing.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        metrics.CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
+        logger.warning("could not unsubscribe a thread's group: %s", task.exception())
 
     async def _route(self, channel: str) -> None:
         while True:

@@ -19,7 +19,7 @@ from channels.layers import get_channel_layer
 from agents.invariants import run_violations
 from chat import services
 from chat.models import ApiToken
-from chat.router import EventsInbox
+from chat.router import EventsInbox, events_router
 from tests import helpers
 from tests.cluster import REDIS_URL, require_redis
 from tests.servers import PYTHON, ROOT
@@ -217,3 +217,38 @@ async def test_an_inbox_holds_at_most_channel_capacity(settings: Any) -> None:
     await asyncio.sleep(0)
     inbox.put({"type": "thread.event", "seq": 6})
     assert (await asyncio.wait_for(waiting, 1))["seq"] == 6
+
+
+async def test_a_socket_whose_core_layer_fails_leaves_the_router(
+    split: None, thread: Any, token: str, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4503 after a failed core-layer receive leaves no group (Redis is gone), but the
+    socket's inbox must not stay in the worker's router, collecting its thread's events."""
+    layer = get_channel_layer()
+    real_receive = layer.receive
+    broken = asyncio.Event()
+
+    async def receive(channel: str) -> Any:
+        message = asyncio.ensure_future(real_receive(channel))
+        failure = asyncio.ensure_future(broken.wait())
+        done, _ = await asyncio.wait({message, failure}, return_when=asyncio.FIRST_COMPLETED)
+        if message in done:
+            failure.cancel()
+            return message.result()
+        message.cancel()
+        raise ConnectionError("the channel layer's server went away")
+
+    monkeypatch.setattr(layer, "receive", receive)
+    comm, _ = await helpers.open_socket(thread.id, token=token)
+    router = events_router()
+    assert sum(len(m) for m in router.members.values()) == 1
+    broken.set()
+    assert (await comm.receive_json_from(timeout=5))["close_code"] == 4503
+    assert await helpers.expect_close(comm) == 4503
+    await comm.disconnect()
+    assert router.members == {}
+    for _ in range(50):  # the emptied group is unsubscribed in the background
+        if not router.unsubscribing:
+            break
+        await asyncio.sleep(0.05)
+    assert pubsub_state()[1] == []
