@@ -1,5 +1,6 @@
-"""Per-process housekeeping: the server process heartbeat, the connection reaper, and the
-daily prune (chat.pruning; one process of the cluster claims each day's)."""
+"""Per-process housekeeping: the server process heartbeat, the connection reaper, the
+daily prune (chat.pruning; one process of the cluster claims each day's) and, on a SQLite
+file, the WAL checkpoint thread (chat.checkpoint)."""
 
 import asyncio
 import contextvars
@@ -12,6 +13,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
+from chat import checkpoint
 from chat.connections import (
     flush_unflushed,
     process_heartbeat,
@@ -31,8 +33,10 @@ _prune_slot: int | None = None
 
 
 def ensure_started() -> None:
-    """Starts the housekeeping loop on the running event loop, once per loop."""
+    """Starts the housekeeping loop on the running event loop, once per loop, and the
+    SQLite checkpoint thread, once per process."""
     global _task, _loop
+    checkpoint.ensure_started()
     loop = asyncio.get_running_loop()
     if _task is None or _task.done() or _loop is not loop:
         _loop = loop
@@ -51,6 +55,7 @@ async def stop() -> None:
         _prune_stop.set()  # the prune thread stops after its current batch
         await asyncio.gather(prune, return_exceptions=True)
     _prune_stop.clear()
+    checkpoint.stop()
 
 
 def maybe_prune() -> asyncio.Task[None] | None:

@@ -99,6 +99,11 @@ for _operation in ("group_send", "group_add", "group_discard", "send", "receive"
     CHANNEL_LAYER_ERRORS.labels(operation=_operation)
 for _kind in ("sockets", "messages"):
     RATE_LIMITED.labels(kind=_kind)
+SQLITE_CHECKPOINT_ERRORS = Counter(
+    "netra_sqlite_checkpoint_errors",
+    "Failed WAL checkpoints of the SQLite checkpoint thread (chat/checkpoint.py).",
+)
+
 for _status in ("completed", "failed", "cancelled"):
     RUNS_TOTAL.labels(status=_status)
 for _kind in ("events", "runs", "connections"):

@@ -77,6 +77,11 @@ ASGI_APPLICATION = "netra_site.asgi.application"
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
+# SQLite's WAL checkpoint in a thread of each server process this often (chat/checkpoint.py),
+# not inside the commit that crosses 1,000 pages; 0: SQLite's own checkpoint as it comes.
+SQLITE_CHECKPOINT_INTERVAL = env.float("SQLITE_CHECKPOINT_INTERVAL", default=1.0)
+# With that thread on, a connection's own checkpoint is only a safety net (about 40 MB of WAL).
+SQLITE_AUTOCHECKPOINT_PAGES = 10_000 if SQLITE_CHECKPOINT_INTERVAL > 0 else 1_000
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite's production configuration (docs/deployment.md, "The embedded SQLite"):
     # waiting for the write lock beats failing with "database is locked" under bursts:
@@ -89,7 +94,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+            f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES};",
         }
     )
 # One persistent connection per database thread (health-checked before reuse) instead of a
