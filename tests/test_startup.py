@@ -1,10 +1,13 @@
 """Start-up: a misconfigured process refuses to start with a named error."""
 
+import subprocess
+import sys
+
 import pytest
 from django.test import override_settings
 
 from chat.checks import check_channel_layer
-from tests.servers import Servers
+from tests.servers import Servers, base_env
 
 
 @pytest.mark.parametrize(
@@ -45,3 +48,21 @@ def test_the_server_refuses_to_start_with_a_failing_check(servers: Servers) -> N
         server.start(timeout=30)
     assert "System checks failed" in server.log_text()
     assert "no-such-provider" in server.log_text()
+
+
+@pytest.mark.parametrize(("program", "frozen"), [("daphne", True), ("pytest", False)])
+def test_a_server_process_freezes_what_it_allocated_while_starting(
+    program: str, frozen: bool
+) -> None:
+    """A full garbage collection in a server process no longer walks the modules, settings
+    and app made at start-up (netra_site.asgi.freeze_startup_objects)."""
+    code = (
+        f"import gc, sys; sys.argv = [{program!r}]; import netra_site.asgi; "
+        "print(gc.get_freeze_count())"
+    )
+    env = base_env(DATABASE_URL="sqlite:///:memory:")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    count = int(out.stdout.split()[-1])
+    assert (count > 10_000) if frozen else (count == 0), out.stderr[-2000:]
