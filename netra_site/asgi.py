@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, WebSockets through the chat routing."""
 
 import asyncio
+import faulthandler
 import gc
 import os
 import sys
@@ -119,6 +120,14 @@ application = StartBackgroundTasks(
 )
 
 
+def report_crashes() -> None:
+    """In a server process, a fatal signal (a segmentation fault in an extension, an abort)
+    prints every thread's Python traceback to stderr before the process dies, so that the
+    server's log says where a worker crashed (faulthandler)."""
+    if served_by_a_server() and not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)
+
+
 def freeze_startup_objects() -> None:
     """In a server process, moves everything allocated while starting (modules, settings,
     URL patterns, the app) to the collector's permanent generation: they live as long as
@@ -131,5 +140,6 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+report_crashes()
 schedule_start()
 freeze_startup_objects()

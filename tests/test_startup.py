@@ -1,5 +1,6 @@
 """Start-up: a misconfigured process refuses to start with a named error."""
 
+import signal
 import subprocess
 import sys
 
@@ -50,19 +51,33 @@ def test_the_server_refuses_to_start_with_a_failing_check(servers: Servers) -> N
     assert "no-such-provider" in server.log_text()
 
 
-@pytest.mark.parametrize(("program", "frozen"), [("daphne", True), ("pytest", False)])
-def test_a_server_process_freezes_what_it_allocated_while_starting(
-    program: str, frozen: bool
+@pytest.mark.parametrize(("program", "server"), [("daphne", True), ("pytest", False)])
+def test_a_server_process_freezes_its_start_up_and_reports_crashes(
+    program: str, server: bool
 ) -> None:
-    """A full garbage collection in a server process no longer walks the modules, settings
-    and app made at start-up (netra_site.asgi.freeze_startup_objects)."""
+    """In a server process a full garbage collection no longer walks the modules, settings
+    and app made at start-up (netra_site.asgi.freeze_startup_objects), and a crash prints
+    every thread's traceback (report_crashes)."""
     code = (
-        f"import gc, sys; sys.argv = [{program!r}]; import netra_site.asgi; "
-        "print(gc.get_freeze_count())"
+        f"import faulthandler, gc, sys; sys.argv = [{program!r}]; import netra_site.asgi; "
+        "print(gc.get_freeze_count(), faulthandler.is_enabled())"
     )
     env = base_env(DATABASE_URL="sqlite:///:memory:")
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    count = int(out.stdout.split()[-1])
-    assert (count > 10_000) if frozen else (count == 0), out.stderr[-2000:]
+    frozen, reports = out.stdout.split()[-2:]
+    assert (int(frozen) > 10_000) if server else (int(frozen) == 0), out.stderr[-2000:]
+    assert reports == str(server)
+
+
+def test_a_crashing_server_process_says_where() -> None:
+    """A worker killed by a segmentation fault leaves its threads' tracebacks in its log."""
+    code = "import ctypes, sys; sys.argv = ['daphne']; import netra_site.asgi; ctypes.string_at(0)"
+    env = base_env(DATABASE_URL="sqlite:///:memory:")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in out.stderr
+    assert 'File "<string>", line 1' in out.stderr
