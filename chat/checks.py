@@ -22,29 +22,21 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 id="netra.E001",
             )
         ]
-    try:
-        layer = get_channel_layer()
-    except (InvalidChannelLayerError, ImportError, TypeError, ValueError, KeyError) as exc:
-        return [
-            Error(
-                f"The channel layer cannot be built: {exc}",
-                hint="Check CHANNEL_LAYERS['default'] (BACKEND and CONFIG).",
-                id="netra.E002",
-            )
-        ]
+    layer, problem = _build(
+        "default", "The channel layer", "Check CHANNEL_LAYERS['default'] (BACKEND and CONFIG)."
+    )
+    if problem is not None:
+        return [problem]
     if layer is None:
         return [Error("The channel layer is not configured.", id="netra.E001")]
     if EVENTS_ALIAS in layers:
-        try:
-            get_channel_layer(EVENTS_ALIAS)
-        except (InvalidChannelLayerError, ImportError, TypeError, ValueError, KeyError) as exc:
-            return [
-                Error(
-                    f"The thread events' channel layer cannot be built: {exc}",
-                    hint="Check CHANNEL_LAYERS['events'], or set REDIS_EVENTS_LAYER=core.",
-                    id="netra.E002",
-                )
-            ]
+        _, problem = _build(
+            EVENTS_ALIAS,
+            "The thread events' channel layer",
+            "Check CHANNEL_LAYERS['events'], or set REDIS_EVENTS_LAYER=core.",
+        )
+        if problem is not None:
+            return [problem]
     messages: list[CheckMessage] = []
     expiry = layers["default"].get("CONFIG", {}).get("group_expiry", 86400)
     if expiry < 3600:
@@ -56,3 +48,11 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             )
         )
     return messages
+
+
+def _build(alias: str, what: str, hint: str) -> tuple[Any, Error | None]:
+    """Builds the layer of `alias`; returns it, or the netra.E002 error saying why not."""
+    try:
+        return get_channel_layer(alias), None
+    except (InvalidChannelLayerError, ImportError, TypeError, ValueError, KeyError) as exc:
+        return None, Error(f"{what} cannot be built: {exc}", hint=hint, id="netra.E002")

@@ -101,7 +101,7 @@ class Delivery:
         self.layer = layer
         self.channel_name = channel_name
         self.thread_id = thread_id
-        self.groups: tuple[str, ...] = (thread_group(str(thread_id)),)
+        self.groups: tuple[str, ...] = (thread_group(str(thread_id)),)  # the thread's first
         if token_id is not None:  # a socket opened with a token goes when the token does
             self.groups += (token_group(token_id),)
         self.groups += extra_groups  # e.g. a cookie socket's session groups
@@ -118,6 +118,11 @@ class Delivery:
         self.watch_task: asyncio.Task[None] | None = None
         self.watch_from = 0.0
         self.rejoin_at = 0.0
+
+    @property
+    def thread_group(self) -> str:
+        """The group of the thread's events (the first of `groups`)."""
+        return self.groups[0]
 
     def _context(self) -> dict[str, Any]:
         return {"connection_id": self.connection_id, "thread_id": self.thread_id}
@@ -145,7 +150,7 @@ class Delivery:
         if self.events is not None:
             # On pub/sub a SUBSCRIBE that Redis has not yet run misses what is published
             # meanwhile; the first tail check (tail_dirty starts True) fetches it.
-            await events_router().join(self.groups[0], self.events)
+            await events_router().join(self.thread_group, self.events)
 
     async def leave(self) -> None:
         """Removes the socket from its groups, if it joined; a failure is logged and counted.

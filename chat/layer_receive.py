@@ -49,7 +49,8 @@ class GuardedLayerReceive:
         return await guarded(self._layer_receive)
 
     async def serve(self, scope: Any, receive: Any, send: Any) -> None:
-        """AsyncConsumer.__call__ (channels 4.3) with the events inbox as a third source."""
+        """AsyncConsumer.__call__ (channels 4.3; tests/test_layer_receive.py notices a change) with
+        the events inbox as a third source."""
         consumer: Any = self
         consumer.scope = scope
         consumer.channel_layer = get_channel_layer(consumer.channel_layer_alias)

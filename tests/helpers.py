@@ -160,6 +160,26 @@ def make_sockets_slow(monkeypatch: pytest.MonkeyPatch, delay: float = 0.02) -> N
     monkeypatch.setattr(ChatConsumer, "send", slow_send)
 
 
+def break_layer_receive(monkeypatch: pytest.MonkeyPatch, layer: Any) -> asyncio.Event:
+    """Makes `layer`'s receive fail like a channel-layer server that went away, from the
+    moment the returned event is set: a receive under way then raises ConnectionError."""
+    real_receive = layer.receive
+    broken = asyncio.Event()
+
+    async def receive(channel: str) -> Any:
+        message = asyncio.ensure_future(real_receive(channel))
+        failure = asyncio.ensure_future(broken.wait())
+        done, _ = await asyncio.wait({message, failure}, return_when=asyncio.FIRST_COMPLETED)
+        if message in done:
+            failure.cancel()
+            return message.result()
+        message.cancel()
+        raise ConnectionError("the channel layer's server went away")
+
+    monkeypatch.setattr(layer, "receive", receive)
+    return broken
+
+
 def fail_event_writes(
     monkeypatch: pytest.MonkeyPatch,
     failures: dict[str, int],

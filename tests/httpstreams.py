@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,34 @@ def read_sse(
     read.body = b"".join(chunks).decode()
     read.events, read.comments = parse_sse(read.body)
     return read
+
+
+class BackgroundSse(threading.Thread):
+    """`read_sse` in a thread of its own, started at once: make something happen on the
+    stream meanwhile, then take what it read with `result()`."""
+
+    def __init__(self, server: Server, path: str, **kwargs: Any) -> None:
+        super().__init__(name=f"sse-reader {path}", daemon=True)
+        self.server, self.path, self.kwargs = server, path, kwargs
+        self.read: SseRead | None = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        """Reads the stream (in the thread)."""
+        try:
+            self.read = read_sse(self.server, self.path, **self.kwargs)
+        except BaseException as exc:  # handed to result(), which raises it in the test
+            self.error = exc
+
+    def result(self, timeout: float = 30) -> SseRead:
+        """Waits for the read to end; returns it, or raises what ended it."""
+        self.join(timeout)
+        if self.error is not None:
+            raise self.error
+        if self.read is None:
+            raise AssertionError(f"the stream {self.path} was still being read after {timeout} s")
+        return self.read
 
 
 def validate_agui(events: list[SseEvent]) -> list[Any]:

@@ -4,10 +4,8 @@ The workers are started as `manage.py run_cluster` starts them, with daphne and 
 """
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -20,7 +18,7 @@ from tests.cluster import (
     require_redis,
     running_cluster,
 )
-from tests.httpstreams import read_sse
+from tests.httpstreams import BackgroundSse
 from tests.sockets import Socket, completed_run, delivery_faults
 from tests.test_socket_limit import HANDSHAKES, assert_limit_held, fire_handshakes
 
@@ -106,19 +104,13 @@ def test_an_sse_stream_on_one_worker_sees_a_run_on_another(cluster: Cluster) -> 
     """Thread events cross workers by Redis pub/sub; an SSE stream gets them live too."""
     token = cluster.make_users("sse", 1)[0]
     thread_id = cluster.new_thread(token)
-    got: dict[str, Any] = {}
-    reader = threading.Thread(
-        target=lambda: got.update(
-            read=read_sse(
-                cluster[1],
-                f"/api/threads/{thread_id}/stream/",
-                token=token,
-                seconds=20,
-                until='"type":"agent_completed"',
-            )
-        )
+    reader = BackgroundSse(
+        cluster[1],
+        f"/api/threads/{thread_id}/stream/",
+        token=token,
+        seconds=20,
+        until='"type":"agent_completed"',
     )
-    reader.start()
     time.sleep(1.0)
     status, _ = cluster[0].api(
         "POST",
@@ -127,8 +119,7 @@ def test_an_sse_stream_on_one_worker_sees_a_run_on_another(cluster: Cluster) -> 
         {"text": "what is 12*7", "client_msg_id": "sse-1"},
     )
     assert status == 202
-    reader.join(timeout=30)
-    read = got["read"]
+    read = reader.result()
     assert read.status == 200
     logged = cluster.logged_events(thread_id)
     assert [e.id for e in read.events] == [e["seq"] for e in logged]

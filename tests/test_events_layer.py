@@ -224,21 +224,7 @@ async def test_a_socket_whose_core_layer_fails_leaves_the_router(
 ) -> None:
     """A 4503 after a failed core-layer receive leaves no group (Redis is gone), but the
     socket's inbox must not stay in the worker's router, collecting its thread's events."""
-    layer = get_channel_layer()
-    real_receive = layer.receive
-    broken = asyncio.Event()
-
-    async def receive(channel: str) -> Any:
-        message = asyncio.ensure_future(real_receive(channel))
-        failure = asyncio.ensure_future(broken.wait())
-        done, _ = await asyncio.wait({message, failure}, return_when=asyncio.FIRST_COMPLETED)
-        if message in done:
-            failure.cancel()
-            return message.result()
-        message.cancel()
-        raise ConnectionError("the channel layer's server went away")
-
-    monkeypatch.setattr(layer, "receive", receive)
+    broken = helpers.break_layer_receive(monkeypatch, get_channel_layer())
     comm, _ = await helpers.open_socket(thread.id, token=token)
     router = events_router()
     assert sum(len(m) for m in router.members.values()) == 1

@@ -15,6 +15,7 @@ import pytest
 
 from chat.sse import EventStream, StreamOverflowError, ThreadRenderer
 from tests.httpstreams import (
+    BackgroundSse,
     UvicornServer,
     agui_input,
     node,
@@ -133,23 +134,16 @@ def test_last_event_id_wins_over_after_seq_and_replay_ends_with_resume_complete(
 
 def test_idle_streams_get_keep_alive_comments_and_live_events(server: Server, alice: str) -> None:
     thread_id = new_thread(server, alice)
-    got: dict[str, Any] = {}
-    reader = threading.Thread(
-        target=lambda: got.update(
-            read=read_sse(
-                server,
-                f"/api/threads/{thread_id}/stream/",
-                token=alice,
-                seconds=20,
-                until='"type":"agent_completed"',
-            )
-        )
+    reader = BackgroundSse(
+        server,
+        f"/api/threads/{thread_id}/stream/",
+        token=alice,
+        seconds=20,
+        until='"type":"agent_completed"',
     )
-    reader.start()
     time.sleep(1.2)
     ask(server, alice, thread_id, "what is 4*4")
-    reader.join(timeout=30)
-    read = got["read"]
+    read = reader.result()
     assert read.comments.count("keep-alive") >= 2
     assert [e.id for e in read.events] == [e["seq"] for e in log_of(server, alice, thread_id)]
 
