@@ -123,6 +123,9 @@ class EventStream:
         self.closing: str | None = None
         self.written = 0
         self.reader: asyncio.Task[Any] | None = None
+        # Set once the stream is in its thread's groups (or its feed ended): the first chunk
+        # waits for it, so that a client that saw it and then asks sees the whole answer.
+        self.joined = asyncio.Event()
 
     def _context(self) -> dict[str, Any]:
         return {"stream_id": self.id, "thread_id": self.thread_id, "stream": self.label}
@@ -183,6 +186,7 @@ class EventStream:
                 sources.append(delivery.events.receive)
             inbox = Inbox(sources)
             await delivery.join()
+            self.joined.set()  # before the replay, which may wait for the first chunk's room
             after_seq = await self.after_seq() if callable(self.after_seq) else self.after_seq
             if after_seq is not None:
                 await delivery.replay(after_seq)
@@ -216,6 +220,7 @@ class EventStream:
             report_exception(exc, "SSE stream failed", throttle="sse_feed", **self._context())
             self._end("internal error; reconnect with Last-Event-ID")
         finally:
+            self.joined.set()
             if inbox is not None:
                 inbox.close()
 
@@ -253,6 +258,7 @@ class EventStream:
             self._feed(delivery, layer, channel), context=contextvars.Context()
         )
         try:
+            await self.joined.wait()
             yield f"retry: {RECONNECT_MS}\n" + (self.prelude or sse_comment("stream open"))
             async for chunk in self._drain():
                 yield chunk

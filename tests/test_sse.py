@@ -308,15 +308,21 @@ def test_open_streams_hold_no_thread(server: Server, alice: str) -> None:
     streams = [
         stalled_stream(server, f"/api/threads/{thread_id}/stream/", token=alice) for _ in range(40)
     ]
+    received = {}
+    for sock in streams:  # `: stream open` comes once the stream is in its thread's groups
+        sock.settimeout(10)
+        received[sock] = b""
+        while b": stream open" not in received[sock]:
+            chunk = sock.recv(65536)
+            assert chunk, "the stream ended before it opened"
+            received[sock] += chunk
     ask(server, alice, thread_id, "what is 8*8")  # answered while 40 streams are open
     assert _threads_of(server.proc.pid) - threads_before < 10
     for sock in streams:
-        sock.settimeout(10)
-        received = b""
-        while b'"type":"agent_completed"' not in received:
+        while b'"type":"agent_completed"' not in received[sock]:
             chunk = sock.recv(65536)
             assert chunk, "the stream ended early"
-            received += chunk
+            received[sock] += chunk
         sock.close()
 
 
@@ -345,3 +351,36 @@ async def test_the_sink_waits_for_room_then_overflows_and_ends_with_a_comment(
     stream._end("the client is not reading fast enough")
     left = [stream.queue.get_nowait() for _ in range(stream.queue.qsize())]
     assert left == [": closing: the client is not reading fast enough\n\n", None]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_stream_opens_only_once_it_is_in_its_threads_groups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`: stream open` means subscribed: a client that read it and then asks sees the run."""
+    from asgiref.sync import sync_to_async
+
+    from chat.delivery import Delivery
+    from tests import helpers
+
+    user = await sync_to_async(helpers.make_user)("opener")
+    thread = await sync_to_async(helpers.make_thread)(user)
+    real_join, gate, joined = Delivery.join, asyncio.Event(), asyncio.Event()
+
+    async def slow_join(self: Delivery) -> None:
+        await gate.wait()
+        await real_join(self)
+        joined.set()
+
+    monkeypatch.setattr(Delivery, "join", slow_join)
+    stream = EventStream(
+        thread_id=thread.id, token_id=None, renderer=ThreadRenderer(), after_seq=None
+    )
+    chunks = stream.chunks()
+    first = asyncio.ensure_future(chunks.__anext__())
+    await asyncio.sleep(0.2)
+    assert not first.done()  # not before the join
+    gate.set()
+    assert ": stream open" in await asyncio.wait_for(first, 5)
+    assert joined.is_set()
+    await chunks.aclose()
