@@ -132,8 +132,8 @@ def freeze_startup_objects() -> None:
     """In a server process, moves everything allocated while starting (modules, settings,
     URL patterns, the app) to the collector's permanent generation: they live as long as
     the process, and a full collection no longer walks them. Measured in a daphne worker
-    here (docs/benchmarks.md, round 6): full collections of 50-280 ms while answers
-    streamed, each holding up every socket; 2-3 ms once frozen."""
+    here (docs/benchmarks.md, round 6): full collections of 13-285 ms, one during a
+    workload, each holding up every socket; at most 2.5 ms once frozen."""
     if not served_by_a_server():
         return
     gc.collect()
