@@ -3,7 +3,7 @@ SQLite").
 
 In WAL mode a commit only appends to the WAL file. SQLite's own checkpoint, which copies the
 WAL back into the database file and, with synchronous=NORMAL, is where the file is synced,
-runs inside the commit that takes the WAL past 1,000 pages. That commit is usually a batch
+runs inside the commit that takes the WAL past 1,000 pages (frames). That commit is usually a batch
 of the log writer, so every event of the batch, and every emitter waiting on it, waits the
 several milliseconds of the copy and the sync (the latency p99 of docs/benchmarks.md,
 round 6).
@@ -18,7 +18,6 @@ copies. A failed checkpoint is logged, reported and counted
 bounds the WAL meanwhile.
 """
 
-import logging
 import sqlite3
 import threading
 from typing import Any, NamedTuple
@@ -27,8 +26,6 @@ from django.conf import settings
 
 from chat import metrics
 from chat.errors import report_exception
-
-logger = logging.getLogger("netra.checkpoint")
 
 
 class CheckpointResult(NamedTuple):

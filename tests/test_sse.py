@@ -8,8 +8,9 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -376,7 +377,7 @@ async def test_the_stream_opens_only_once_it_is_in_its_threads_groups(
     stream = EventStream(
         thread_id=thread.id, token_id=None, renderer=ThreadRenderer(), after_seq=None
     )
-    chunks = stream.chunks()
+    chunks = cast(AsyncGenerator[str, None], stream.chunks())  # an async generator
     first = asyncio.ensure_future(chunks.__anext__())
     await asyncio.sleep(0.2)
     assert not first.done()  # not before the join
