@@ -1,4 +1,5 @@
-"""Start-up: a misconfigured process refuses to start with a named error."""
+"""Start-up: a misconfigured process refuses to start with a named error; a server process
+freezes its start-up objects and reports a crash with its tracebacks."""
 
 import signal
 import subprocess
@@ -63,6 +64,7 @@ def test_a_server_process_freezes_its_start_up_and_reports_crashes(
         "print(gc.get_freeze_count(), faulthandler.is_enabled())"
     )
     env = base_env(DATABASE_URL="sqlite:///:memory:")
+    env.pop("PYTHONFAULTHANDLER", None)  # the process's own choice, not the caller's shell
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
