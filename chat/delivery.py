@@ -101,7 +101,7 @@ class Delivery:
         self.layer = layer
         self.channel_name = channel_name
         self.thread_id = thread_id
-        self.groups: tuple[str, ...] = (thread_group(str(thread_id)),)  # the thread's first
+        self.groups: tuple[str, ...] = (thread_group(str(thread_id)),)  # `thread_group` below
         if token_id is not None:  # a socket opened with a token goes when the token does
             self.groups += (token_group(token_id),)
         self.groups += extra_groups  # e.g. a cookie socket's session groups

@@ -95,15 +95,15 @@ for _outcome in ("accepted", "rejected"):
     WS_CONNECTIONS_TOTAL.labels(outcome=_outcome)
 for _code in ("unauthenticated", "forbidden", "auth_timeout"):
     WS_AUTH_FAILURES.labels(code=_code)
-for _operation in ("group_send", "group_add", "group_discard", "send", "receive", "readyz"):
-    CHANNEL_LAYER_ERRORS.labels(operation=_operation)
-for _kind in ("sockets", "messages"):
-    RATE_LIMITED.labels(kind=_kind)
 SQLITE_CHECKPOINT_ERRORS = Counter(
     "netra_sqlite_checkpoint_errors",
     "Failed WAL checkpoints of the SQLite checkpoint thread (chat/checkpoint.py).",
 )
 
+for _operation in ("group_send", "group_add", "group_discard", "send", "receive", "readyz"):
+    CHANNEL_LAYER_ERRORS.labels(operation=_operation)
+for _kind in ("sockets", "messages"):
+    RATE_LIMITED.labels(kind=_kind)
 for _status in ("completed", "failed", "cancelled"):
     RUNS_TOTAL.labels(status=_status)
 for _kind in ("events", "runs", "connections"):
