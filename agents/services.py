@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -17,12 +17,21 @@ from agents.models import ACTIVE_STATUSES, AgentRun, RunAttempt, RunStatus
 from chat import metrics
 from chat.errors import NetraError, rate_limited, thread_not_found
 from chat.events import event_append
+from chat.inserts import PreparedInsert
 from chat.models import Message
 from chat.ports import SubmitResult
 from chat.runevents import EventType
 from chat.selectors import nth_newest_message_at
 
 RATE_WINDOW = 60.0
+# The rows of a submit and of a run's answer, their INSERTs compiled once (chat/inserts.py).
+_MESSAGE_ROW = PreparedInsert(Message)
+_RUN_ROW = PreparedInsert(AgentRun)
+_ATTEMPT_ROW = PreparedInsert(RunAttempt)
+_FINISH = (
+    "UPDATE agents_agentrun SET status = %s, finished_at = %s, error_code = %s,"
+    " error_message = %s WHERE id = %s AND worker_id = %s AND status IN (%s, %s)"
+)
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,7 @@ def run_create(
         # per client_msg_id, one active run per thread): no lookup before the insert.
         with transaction.atomic():
             run_id = uuid.uuid4()
-            message = Message.objects.create(
+            message = _MESSAGE_ROW.insert(
                 thread_id=thread_id,
                 role=Message.Role.USER,
                 text=text,
@@ -142,27 +151,32 @@ def run_create(
                 run_id=run_id,
             )
             now = timezone.now()
-            run = AgentRun.objects.create(
+            run = _RUN_ROW.insert(
                 id=run_id,
                 thread_id=thread_id,
-                user=user,
-                message=message,
+                user_id=user.pk,
+                message_id=message["id"],
                 agent=agent,
                 worker_id=worker_id,
                 released=released,
                 **({} if released else {"status": RunStatus.RUNNING, "started_at": now}),
+                created_at=now,
                 heartbeat_at=now,
             )
-            RunAttempt.objects.create(
-                run=run, number=1, worker_id=worker_id, reason=RunAttempt.Reason.SUBMITTED
+            _ATTEMPT_ROW.insert(
+                run_id=run_id,
+                number=1,
+                worker_id=worker_id,
+                reason=RunAttempt.Reason.SUBMITTED,
+                created_at=now,
             )
             started = None
             if not released:
                 started = event_append(
                     thread_id=thread_id,
-                    run_id=run.id,
+                    run_id=run_id,
                     type=EventType.AGENT_STARTED.value,
-                    data={"agent": agent, "message_id": str(message.id)},
+                    data={"agent": agent, "message_id": str(message["id"])},
                 )
     except IntegrityError as exc:
         found = selectors.submit_of(thread_id=thread_id, client_msg_id=client_msg_id)
@@ -170,16 +184,16 @@ def run_create(
             return found, None
         raise run_in_progress() from exc
     spec = RunSpec(
-        run_id=run.id,
+        run_id=run_id,
         thread_id=thread_id,
-        message_id=message.id,
-        assistant_message_id=run.assistant_message_id,
+        message_id=message["id"],
+        assistant_message_id=run["assistant_message_id"],
         user_id=user.pk,
         text=text,
         agent=agent,
         username=user.get_username(),
     )
-    result = SubmitResult(message_id=message.id, run_id=run.id, duplicate=False)
+    result = SubmitResult(message_id=message["id"], run_id=run_id, duplicate=False)
     return result, NewRun(spec, started, selectors.run_history(spec=spec))
 
 
@@ -203,18 +217,23 @@ def run_mark_finished(
     error_message: str = "",
 ) -> None:
     """Records a run's end and its answer (inside agent_completed's transaction)."""
-    updated = AgentRun.objects.filter(
-        pk=spec.run_id, worker_id=worker_id, status__in=ACTIVE_STATUSES
-    ).update(
-        status=status,
-        finished_at=timezone.now(),
-        error_code=error_code,
-        error_message=error_message[:2000],
-    )
+    finished_at = AgentRun._meta.get_field("finished_at")
+    params = [
+        status,
+        finished_at.get_db_prep_save(timezone.now(), connection),
+        error_code,
+        error_message[:2000],
+        AgentRun._meta.pk.get_db_prep_value(spec.run_id, connection),
+        worker_id,
+        *ACTIVE_STATUSES,
+    ]
+    with connection.cursor() as cursor:  # the ORM's update, without compiling it each time
+        cursor.execute(_FINISH, params)
+        updated = cursor.rowcount
     if updated != 1:
         raise RunOwnershipLostError(f"run {spec.run_id} is no longer held by {worker_id}")
     if text:
-        Message.objects.create(
+        _MESSAGE_ROW.insert(
             id=spec.assistant_message_id,
             thread_id=spec.thread_id,
             role=Message.Role.ASSISTANT,
