@@ -28,6 +28,8 @@ RATE_WINDOW = 60.0
 _MESSAGE_ROW = PreparedInsert(Message)
 _RUN_ROW = PreparedInsert(AgentRun)
 _ATTEMPT_ROW = PreparedInsert(RunAttempt)
+# The run's end as the queryset update made it: this worker's run, still active. A status
+# added to ACTIVE_STATUSES needs its placeholder here (the execute refuses a mismatch).
 _FINISH = (
     "UPDATE agents_agentrun SET status = %s, finished_at = %s, error_code = %s,"
     " error_message = %s WHERE id = %s AND worker_id = %s AND status IN (%s, %s)"
@@ -225,7 +227,7 @@ def run_mark_finished(
         error_message[:2000],
         AgentRun._meta.pk.get_db_prep_value(spec.run_id, connection),
         worker_id,
-        *ACTIVE_STATUSES,
+        *(active.value for active in ACTIVE_STATUSES),
     ]
     with connection.cursor() as cursor:  # the ORM's update, without compiling it each time
         cursor.execute(_FINISH, params)

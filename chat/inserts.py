@@ -2,8 +2,8 @@
 answer).
 
 `Model.objects.create` builds an instance, sends pre_save and post_save, and compiles the
-INSERT again for every row; for the three rows of a submit that was about half of its time
-in the database thread (docs/benchmarks.md, round 7). A `PreparedInsert` takes the
+INSERT again for every row; for the three rows of a submit that was about a third of its
+CPU time in the database thread (docs/benchmarks.md, round 7). A `PreparedInsert` takes the
 statement from Django's own insert compiler once per database connection (so quoting,
 placeholders and the columns are Django's) and then only fills in each row's values: the
 ones given, else the field's default (a callable default is called), `auto_now` and
