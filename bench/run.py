@@ -1,6 +1,6 @@
 """Runs the benchmark matrix and writes docs/benchmarks.md and docs/benchmarks.png.
 
-    make bench                  # the default subset, about 11 minutes
+    make bench                  # the default subset, 11-16 minutes on 2 CPUs
     QUICK=1 make bench          # a short run: 3 contenders, about a minute each
     BENCH_FULL=1 make bench     # every server x layer x database combination
 
