@@ -4,18 +4,19 @@ answer).
 `Model.objects.create` builds an instance, sends pre_save and post_save, and compiles the
 INSERT again for every row; for the three rows of a submit that was about a third of its
 CPU time in the database thread (docs/benchmarks.md, round 7). A `PreparedInsert` takes the
-statement from Django's own insert compiler once per database connection (so quoting,
+statement from Django's own insert compiler once per database vendor (so quoting,
 placeholders and the columns are Django's) and then only fills in each row's values: the
 ones given, else the field's default (a callable default is called), `auto_now` and
 `auto_now_add` taking the current time, each prepared by its field as the compiler would
 (`get_db_prep_save`). While a pre_save or post_save receiver is connected for the model (a
 project's own, say, indexing every message), the row goes through the ORM's save instead,
-so that the receiver sees it: slower, never silently skipped.
+so that the receiver sees it (and what it changes is what `insert` returns): slower, never
+silently skipped.
 """
 
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import connection
 from django.db.models import Field, Model
 from django.db.models.signals import post_save, pre_save
 from django.db.models.sql import InsertQuery
@@ -33,7 +34,7 @@ class PreparedInsert:
             if not (f.primary_key and getattr(f, "db_returning", False))
         ]
         self._names = {f.attname for f in self.fields}
-        self._sql: dict[tuple[str, str], str] = {}  # by connection alias and vendor
+        self._sql: dict[str, str] = {}  # by database vendor
 
     def row(self, **given: Any) -> dict[str, Any]:
         """The row's values by attname: those given, the rest from the fields' defaults."""
@@ -56,25 +57,23 @@ class PreparedInsert:
     def insert(self, **given: Any) -> dict[str, Any]:
         """Inserts one row in the default database (sync) and returns its values by attname.
         Errors are the database's, as with `create` (IntegrityError for a broken constraint)."""
-        using = DEFAULT_DB_ALIAS
         values = self.row(**given)
         if self._has_receivers():  # theirs must see the row: the ORM's save sends them
-            self.model._default_manager.using(using).create(**values)
-            return values
-        connection = connections[using]
+            saved = self.model._default_manager.using(connection.alias).create(**values)
+            return {f.attname: getattr(saved, f.attname) for f in self.fields}
         params = [f.get_db_prep_save(values[f.attname], connection) for f in self.fields]
         with connection.cursor() as cursor:
-            cursor.execute(self._statement(using, connection.vendor, values), params)
+            cursor.execute(self._statement(values), params)
         return values
 
     def _has_receivers(self) -> bool:
         return pre_save.has_listeners(self.model) or post_save.has_listeners(self.model)
 
-    def _statement(self, using: str, vendor: str, values: dict[str, Any]) -> str:
-        sql = self._sql.get((using, vendor))
-        if sql is None:
+    def _statement(self, values: dict[str, Any]) -> str:
+        sql = self._sql.get(connection.vendor)
+        if sql is None:  # the compiler wants a row to compile; `values` is the first one
             query = InsertQuery(self.model)
             query.insert_values(self.fields, [self.model(**values)])
-            [(sql, _)] = query.get_compiler(using=using).as_sql()
-            self._sql[using, vendor] = sql
+            [(sql, _)] = query.get_compiler(connection=connection).as_sql()
+            self._sql[connection.vendor] = sql
         return sql

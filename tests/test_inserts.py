@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from django.db.models.signals import post_save
+from django.db.models.signals import post_save, pre_save
 
 from agents import services
 from agents.models import AgentRun, RunAttempt
@@ -122,3 +122,16 @@ def test_a_projects_save_receiver_still_sees_every_row() -> None:
         post_save.disconnect(dispatch_uid="test-inserts", sender=Message)
     assert seen == [("q", True), ("a", True)]
     assert Message.objects.filter(thread=thread).count() == 2
+
+
+def test_with_a_receiver_the_row_returned_is_the_row_saved() -> None:
+    def shout(sender: Any, instance: Message, **kwargs: Any) -> None:
+        instance.text = instance.text.upper()
+
+    thread = helpers.make_thread(helpers.make_user("shout"))
+    pre_save.connect(shout, sender=Message, dispatch_uid="test-inserts-shout")
+    try:
+        row = PreparedInsert(Message).insert(thread_id=thread.id, role="user", text="hi")
+    finally:
+        pre_save.disconnect(dispatch_uid="test-inserts-shout", sender=Message)
+    assert row["text"] == Message.objects.get(pk=row["id"]).text == "HI"
