@@ -64,7 +64,7 @@ test: lint typecheck pytest
 screenshot: install
 	NETRA_SCREENSHOT=docs/screenshot.png DEBUG=0 $(PY) -m pytest tests/test_browser.py -k screenshot $(PYTEST_ARGS)
 
-# Side-by-side benchmarks on loopback (docs/benchmarks.md): the default plan took 10.5-11.5 min
+# Side-by-side benchmarks on loopback (docs/benchmarks.md): the default plan took 11-16 min
 # on a 2-CPU machine; QUICK=1 for a short run, BENCH_FULL=1 for every server x layer x
 # database combination.
 bench: install

@@ -37,6 +37,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse  # noqa
 from agents import drain  # noqa: E402
 from chat.ports import agent_service  # noqa: E402
 from chat.routing import websocket_application  # noqa: E402
+from netra_site import autobahn_timers  # noqa: E402
 
 
 class StaticFiles(ASGIStaticFilesHandler):
@@ -55,12 +56,17 @@ class StaticFiles(ASGIStaticFilesHandler):
 SERVERS = ("daphne", "uvicorn")
 
 
+def server_program() -> str | None:
+    """ "daphne" or "uvicorn" in such a server's process; None elsewhere (a test process
+    that imports the app, a management command)."""
+    program = Path(sys.argv[0] if sys.argv else "")
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    return name if name in SERVERS else None
+
+
 def served_by_a_server() -> bool:
     """True in a daphne or uvicorn process (not in a test process that imports the app)."""
-    program = Path(sys.argv[0] if sys.argv else "")
-    return program.name in SERVERS or (
-        program.name == "__main__.py" and program.parent.name in SERVERS
-    )
+    return server_program() is not None
 
 
 def start_process() -> None:
@@ -128,6 +134,13 @@ def report_crashes() -> None:
         faulthandler.enable(all_threads=True)
 
 
+def fix_daphne_timeouts() -> None:
+    """In a daphne process, WebSocket timeouts wait at least as long as they are set to
+    (netra_site/autobahn_timers.py): otherwise a close can reach the client as 1006."""
+    if server_program() == "daphne":
+        autobahn_timers.install()
+
+
 def freeze_startup_objects() -> None:
     """In a server process, moves everything allocated while starting (modules, settings,
     URL patterns, the app) to the collector's permanent generation: they live as long as
@@ -141,5 +154,6 @@ def freeze_startup_objects() -> None:
 
 
 report_crashes()
+fix_daphne_timeouts()
 schedule_start()
 freeze_startup_objects()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from agents.testing import API_KEY, MODEL, Reply, ScriptedLLM, chunk, text_chunks
 from tests.seed_history import seed_command
@@ -232,6 +233,18 @@ new MutationObserver((_, observer) => {
 }).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-past-ready"] });
 """
 
+HISTORY_STATE = """
+() => {
+  const h = document.getElementById("history"), older = document.getElementById("older");
+  const top = h.getBoundingClientRect().top;
+  return { runs: h.querySelectorAll(".run").length, scrollTop: h.scrollTop,
+           scrollHeight: h.scrollHeight, clientHeight: h.clientHeight,
+           olderBusy: older?.getAttribute("aria-busy") ?? null,
+           olderText: older?.textContent ?? null,
+           olderTop: older ? older.getBoundingClientRect().top - top : null };
+}
+"""
+
 FIRST_PAINT = """
 () => {
   const nav = performance.getEntriesByType("navigation")[0];
@@ -245,6 +258,8 @@ FIRST_PAINT = """
 def test_a_500_run_thread_opens_fast_and_loads_older_runs_on_scroll_up(
     page: Page, server: Server
 ) -> None:
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     log_in(page, server, new_user(server))
     open_new_thread(page, "Long thread")
     tid = seeded(page, server, 500, "The answer is **42**.")
@@ -268,14 +283,44 @@ def test_a_500_run_thread_opens_fast_and_loads_older_runs_on_scroll_up(
     while page.locator("#older").count():
         shown = runs.count()
         page.locator("#history").evaluate("h => { h.scrollTop = 0; }")
-        page.wait_for_function(
-            "(n) => document.querySelectorAll('#history .run').length > n",
-            arg=shown,
-            timeout=20_000,
-        )
+        try:
+            page.wait_for_function(
+                "(n) => document.querySelectorAll('#history .run').length > n",
+                arg=shown,
+                timeout=20_000,
+            )
+        except PlaywrightTimeoutError as exc:
+            raise AssertionError(
+                f"no page after {shown} runs: {page.evaluate(HISTORY_STATE)}; "
+                f"console: {console[-10:]}; server: {server.log_tail(20)}"
+            ) from exc
     expect(runs).to_have_count(500)
     expect(page.locator("#older")).to_have_count(0)
     expect(page.locator("#history .msg-user").first).to_contain_text("(#1)")
+
+
+MARKER_OUT_OF_REACH = """
+() => {
+  const older = document.getElementById("older");
+  if (!older) return true;
+  const view = document.getElementById("history").getBoundingClientRect();
+  return older.getBoundingClientRect().bottom < view.top - 200;
+}
+"""
+
+
+def test_a_view_taller_than_a_page_loads_older_pages_until_it_is_full(
+    page: Page, server: Server
+) -> None:
+    """The observer fires when the marker comes into view, not while it stays there: a page
+    that does not fill a tall window must not leave the marker showing and loading stopped."""
+    log_in(page, server, new_user(server))
+    open_new_thread(page, "Tall window")
+    page.set_viewport_size({"width": 1280, "height": 12_000})
+    seeded(page, server, 120, "The answer is **42**.")
+    page.wait_for_function(MARKER_OUT_OF_REACH, timeout=20_000)
+    shown = page.locator("#history .run").count()
+    assert shown > 40, page.evaluate(HISTORY_STATE)
 
 
 def test_retry_a_failed_run_sends_the_same_text_with_a_new_client_msg_id(

@@ -6,6 +6,7 @@ import { el } from "./dom.js";
 import { EventType } from "./protocol.js";
 
 const EVENTS_PER_REQUEST = 5000;
+const OLDER_MARGIN_PX = 200; // how far above the view the marker starts the next page
 
 async function getJson(url) {
   const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
@@ -44,14 +45,23 @@ export class PastRuns {
 
   /** Fetches the events in (after, upTo] and draws each complete run over its messages. */
   async drawRuns(messages, after, upTo) {
-    if (after >= upTo) return;
-    let events;
+    this.placeRuns(await this.runEvents(after, upTo), messages);
+  }
+
+  /** The events in (after, upTo], or null (said on the console) if they could not be had. */
+  async runEvents(after, upTo) {
+    if (after >= upTo) return [];
     try {
-      events = await this.events(after, upTo);
+      return await this.events(after, upTo);
     } catch (err) {
       console.warn("could not load the past run timelines", err);
-      return;
+      return null;
     }
+  }
+
+  /** Draws each run that starts and ends within `events` over its messages. */
+  placeRuns(events, messages) {
+    if (!events?.length) return;
     const byRun = new Map();
     for (const event of events) {
       if (!byRun.has(event.run_id)) byRun.set(event.run_id, []);
@@ -99,30 +109,37 @@ export class PastRuns {
       (entries) => {
         if (entries.some((entry) => entry.isIntersecting)) this.loadOlder();
       },
-      { root: this.history, rootMargin: "200px 0px 0px 0px" },
+      { root: this.history, rootMargin: `${OLDER_MARGIN_PX}px 0px 0px 0px` },
     );
     this.observer.observe(older);
   }
 
-  /** Loads the page of messages before the first one shown, with their runs' timelines. */
+  /**
+   * Loads the page of messages before the first one shown, with their runs' timelines. Both
+   * are fetched first and drawn in one go, so the reader's place is kept from the moment of
+   * drawing (a scroll during the fetches counts). If the marker is still in view afterwards
+   * (a short page), the page before is loaded too: the observer would not fire again.
+   */
   async loadOlder() {
     if (this.loading || !this.hasMore || this.failed) return;
     const older = document.getElementById("older");
     const before = this.oldestId;
     if (!before || !older) return;
     this.loading = true;
-    older?.setAttribute("aria-busy", "true");
+    older.setAttribute("aria-busy", "true");
     try {
       const page = await getJson(`/api/threads/${this.threadId}/history/?before=${encodeURIComponent(before)}`);
+      const newerStart = this.eventsAfter;
+      const events =
+        page.events_after_seq !== null && newerStart !== null
+          ? await this.runEvents(page.events_after_seq, newerStart)
+          : [];
       const items = page.messages.map((m) => this.messageItem(m));
       const scroller = this.history;
       const fromBottom = scroller.scrollHeight - scroller.scrollTop;
       older.after(...items);
       for (const li of items) this.drawMessage(li);
-      const newerStart = this.eventsAfter;
-      if (page.events_after_seq !== null && newerStart !== null) {
-        await this.drawRuns(items, page.events_after_seq, newerStart);
-      }
+      this.placeRuns(events, items);
       if (page.events_after_seq !== null) this.eventsAfter = page.events_after_seq;
       scroller.scrollTop = scroller.scrollHeight - fromBottom; // keep the reader's place
       this.hasMore = page.has_more;
@@ -134,11 +151,19 @@ export class PastRuns {
     } catch (err) {
       this.failed = true;
       console.warn("could not load earlier messages", err);
-      older?.replaceChildren(el("span", { class: "note", text: "Earlier messages could not be loaded: reload to try again." }));
+      older.replaceChildren(el("span", { class: "note", text: "Earlier messages could not be loaded: reload to try again." }));
     } finally {
       this.loading = false;
-      older?.removeAttribute("aria-busy");
+      older.removeAttribute("aria-busy");
     }
+    if (this.hasMore && !this.failed && this.olderInView(older)) setTimeout(() => this.loadOlder(), 0);
+  }
+
+  /** Whether the marker is within the observer's reach (its root margin above the view). */
+  olderInView(older) {
+    const view = this.history.getBoundingClientRect();
+    const marker = older.getBoundingClientRect();
+    return marker.bottom >= view.top - OLDER_MARGIN_PX && marker.top <= view.bottom;
   }
 
   messageItem(message) {
