@@ -11,12 +11,13 @@ core layer drops at capacity (chat/delivery.py).
 """
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from copy import deepcopy
 from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
+from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
@@ -64,29 +65,103 @@ class Inbox:
             task.cancel()
 
 
+class Mailbox:
+    """One channel's messages and the receivers waiting for them. channels' layer keeps an
+    asyncio.Queue per channel: about 3 KiB (four deques) for every idle socket, in a
+    process whose sockets mostly wait (tracemalloc over 400 sockets)."""
+
+    __slots__ = ("messages", "waiters")
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def wake_one(self) -> None:
+        """Wakes the first receiver still waiting, if any."""
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class LocalChannelLayer(InMemoryChannelLayer):
-    """Channels' in-process layer (the embedded default) with a cheaper group_send and
-    expiry sweep; the same API, capacity and expiry.
+    """Channels' in-process layer (the embedded default) with a cheaper group_send, expiry
+    sweep and idle channel; the same API, capacity and expiry.
 
     Channels' own layer sweeps every queue and group for expired entries on each receive
     and group_send, so each delivered event costs time in proportion to the process's
     sockets, and its group_send starts a task and deep-copies the message for each member.
     Here the sweep runs at most every SWEEP_EVERY seconds (an entry expires up to that much
-    later), and group_send puts a copy of the message straight into each member's queue.
-    A queue at capacity loses the message, as in channels' layer; the socket takes it from
-    the log (netra_event_gaps_filled_total)."""
+    later), group_send puts a copy of the message straight into each member's mailbox, and
+    a channel is a Mailbox, not an asyncio.Queue. A mailbox at capacity loses a group's
+    message, as channels' layer does; the socket takes it from the log
+    (netra_event_gaps_filled_total). A send to a full channel raises ChannelFull."""
 
     SWEEP_EVERY = 1.0
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._swept_at = 0.0
+        self.channels: dict[str, Mailbox] = {}
+
+    def _mailbox(self, channel: str) -> Mailbox:
+        box = self.channels.get(channel)
+        if box is None:
+            box = self.channels[channel] = Mailbox()
+        return box
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
-        if now - self._swept_at >= self.SWEEP_EVERY:
-            self._swept_at = now
-            super()._clean_expired()
+        if now - self._swept_at < self.SWEEP_EVERY:
+            return
+        self._swept_at = now
+        wall = time.time()
+        for channel, box in list(self.channels.items()):
+            expired = 0
+            while expired < len(box.messages) and box.messages[expired][0] < wall:
+                expired += 1
+            if expired:
+                del box.messages[:expired]
+                self._remove_from_groups(channel)  # as channels' layer does
+            if not box.messages and not box.waiters:
+                self.channels.pop(channel, None)
+        joined_before = int(wall) - self.group_expiry
+        for members in self.groups.values():
+            for name, joined in list(members.items()):
+                if joined and joined < joined_before:
+                    members.pop(name, None)
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Puts a copy of the message on the channel; a full channel raises ChannelFull."""
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        box = self._mailbox(channel)
+        if len(box.messages) >= self.get_capacity(channel):
+            raise ChannelFull(channel)
+        box.messages.append((time.time() + self.expiry, deepcopy(message)))
+        box.wake_one()
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """The channel's next message, once there is one."""
+        self.require_valid_channel_name(channel)
+        self._clean_expired()
+        box = self._mailbox(channel)
+        while not box.messages:
+            waiter = asyncio.get_running_loop().create_future()
+            box.waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if box.messages and waiter.done() and not waiter.cancelled():
+                    box.wake_one()  # it was this receiver's turn: hand it on
+                raise
+            finally:
+                box.waiters.remove(waiter)
+        _, message = box.messages.pop(0)
+        if not box.messages and not box.waiters and self.channels.get(channel) is box:
+            del self.channels[channel]
+        return message
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Sends a copy of the message to each channel of the group (the message's values
@@ -99,8 +174,7 @@ class LocalChannelLayer(InMemoryChannelLayer):
             return
         expires = time.time() + self.expiry
         for channel in list(members):
-            queue = self.channels.get(channel)
-            if queue is None:
-                queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait((expires, dict(message)))
+            box = self._mailbox(channel)
+            if len(box.messages) < self.get_capacity(channel):
+                box.messages.append((expires, dict(message)))
+                box.wake_one()

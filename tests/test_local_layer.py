@@ -4,6 +4,7 @@ cheaper group_send and expiry sweep, and the same behaviour."""
 import asyncio
 
 import pytest
+from channels.exceptions import ChannelFull
 
 from chat.layers import LocalChannelLayer
 
@@ -62,3 +63,59 @@ async def test_expired_messages_and_memberships_are_swept(
     await asyncio.sleep(0.01)
     await layer.group_send("g", {"type": "y"})  # the sweep runs first
     assert layer.groups.get("g", {}) == {} and stale not in layer.channels
+
+
+async def test_a_waiting_receiver_gets_what_is_sent_later_in_order() -> None:
+    layer = LocalChannelLayer()
+    channel = await layer.new_channel()
+    await layer.group_add("g", channel)
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    await layer.send(channel, {"type": "x", "n": 1})
+    await layer.group_send("g", {"type": "x", "n": 2})
+    assert (await waiting)["n"] == 1
+    assert (await layer.receive(channel))["n"] == 2
+    assert channel not in layer.channels  # drained and nobody waits: nothing is kept
+
+
+async def test_two_receivers_on_one_channel_get_one_message_each() -> None:
+    layer = LocalChannelLayer()
+    channel = await layer.new_channel()
+    first = asyncio.ensure_future(layer.receive(channel))
+    second = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    await layer.send(channel, {"type": "x", "n": 1})
+    await layer.send(channel, {"type": "x", "n": 2})
+    assert sorted([(await first)["n"], (await second)["n"]]) == [1, 2]
+
+
+async def test_a_receiver_cancelled_after_its_wake_up_hands_the_message_on() -> None:
+    layer = LocalChannelLayer()
+    channel = await layer.new_channel()
+    woken = asyncio.ensure_future(layer.receive(channel))
+    other = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    await layer.send(channel, {"type": "x", "n": 1})  # wakes `woken`, which has not run yet
+    woken.cancel()
+    assert (await asyncio.wait_for(other, 1))["n"] == 1
+    assert woken.cancelled()
+
+
+async def test_a_send_to_a_full_channel_raises_channel_full_and_keeps_what_it_had() -> None:
+    layer = LocalChannelLayer(capacity=2)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "x", "n": 1})
+    await layer.send(channel, {"type": "x", "n": 2})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"type": "x", "n": 3})
+    assert [(await layer.receive(channel))["n"] for _ in range(2)] == [1, 2]
+
+
+async def test_a_sent_message_is_a_copy() -> None:
+    layer = LocalChannelLayer()
+    channel = await layer.new_channel()
+    items = [1]
+    sent = {"type": "x", "items": items}
+    await layer.send(channel, sent)
+    items.append(2)
+    assert (await layer.receive(channel))["items"] == [1]
