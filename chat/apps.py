@@ -15,4 +15,5 @@ class ChatConfig(AppConfig):
         from chat import signals
 
         checks.register(chat_checks.check_channel_layer, checks.Tags.compatibility)
+        checks.register(chat_checks.check_daphne_timers, checks.Tags.compatibility)
         signals.connect()

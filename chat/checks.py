@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from chat.layers import EVENTS_ALIAS
+from netra_site import autobahn_timers
 
 
 def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -56,3 +57,19 @@ def _build(alias: str, what: str, hint: str) -> tuple[Any, Error | None]:
         return get_channel_layer(alias), None
     except (InvalidChannelLayerError, ImportError, TypeError, ValueError, KeyError) as exc:
         return None, Error(f"{what} cannot be built: {exc}", hint=hint, id="netra.E002")
+
+
+def check_daphne_timers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Checks that txaio's batched timer, whose early timeouts a daphne process mends at
+    start-up (netra_site/autobahn_timers.py), is still the class that mend probes."""
+    try:
+        autobahn_timers.probe(autobahn_timers.batched_timer())
+    except autobahn_timers.TimerChanged as exc:
+        return [
+            Error(
+                f"daphne's WebSocket timeouts cannot be checked: {exc}",
+                hint="Pin txaio to a release netra_site/autobahn_timers.py knows, or update it.",
+                id="netra.E003",
+            )
+        ]
+    return []

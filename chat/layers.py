@@ -111,11 +111,18 @@ class LocalChannelLayer(InMemoryChannelLayer):
         return box
 
     def _clean_expired(self) -> None:
+        """channels' sweep (InMemoryChannelLayer._clean_expired is the reference), at most
+        once every SWEEP_EVERY seconds, over mailboxes instead of queues."""
         now = time.monotonic()
         if now - self._swept_at < self.SWEEP_EVERY:
             return
         self._swept_at = now
         wall = time.time()
+        self._expire_messages(wall)
+        self._expire_memberships(wall)
+
+    def _expire_messages(self, wall: float) -> None:
+        """Drops messages past their expiry; a channel that had one leaves its groups."""
         for channel, box in list(self.channels.items()):
             expired = 0
             while expired < len(box.messages) and box.messages[expired][0] < wall:
@@ -125,6 +132,9 @@ class LocalChannelLayer(InMemoryChannelLayer):
                 self._remove_from_groups(channel)  # as channels' layer does
             if not box.messages and not box.waiters:
                 self.channels.pop(channel, None)
+
+    def _expire_memberships(self, wall: float) -> None:
+        """Drops group memberships older than group_expiry."""
         joined_before = int(wall) - self.group_expiry
         for members in self.groups.values():
             for name, joined in list(members.items()):

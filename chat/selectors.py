@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Min, QuerySet
+from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 
 from chat.models import Connection, ConnectionState, Event, Message, Thread
@@ -65,8 +65,10 @@ def thread_history(
         pivot = thread.messages.filter(pk=before).values_list("created_at", flat=True).first()
         if pivot is None:
             return HistoryPage(messages=[], has_more=False, events_after_seq=None)
-        query = query.filter(created_at__lt=pivot)
-    newest_first = list(query.order_by("-created_at")[: limit + 1])
+        # (created_at, id) orders the pages: messages saved in the same clock tick are
+        # neither skipped nor repeated at a page's edge.
+        query = query.filter(Q(created_at__lt=pivot) | Q(created_at=pivot, pk__lt=before))
+    newest_first = list(query.order_by("-created_at", "-pk")[: limit + 1])
     messages = newest_first[:limit][::-1]
     run_ids = {m.run_id for m in messages if m.run_id is not None}
     first = (

@@ -7,8 +7,11 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from django.test import AsyncClient, Client
+from django.utils import timezone
 
 from agents.invariants import run_violations
+from chat.models import Message
+from chat.selectors import HISTORY_PAGE
 from tests import helpers
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -235,3 +238,24 @@ async def test_history_pages_back_with_the_seq_its_runs_start_after(
     assert bad.status_code == 400
     gone = await client.get(f"/api/threads/{uuid.uuid4()}/history/", headers=bearer(token))
     assert gone.status_code == 404
+
+
+async def test_history_pages_messages_of_one_clock_tick_once_each(token: str, thread: Any) -> None:
+    def save_in_one_tick() -> list[str]:
+        rows = Message.objects.bulk_create(
+            Message(thread=thread, role=Message.Role.USER, text=f"m{n}")
+            for n in range(HISTORY_PAGE + 5)
+        )
+        Message.objects.filter(thread=thread).update(created_at=timezone.now())
+        return sorted(str(m.id) for m in rows)
+
+    saved = await database_sync_to_async(save_in_one_tick)()
+    client = AsyncClient()
+    path = f"/api/threads/{thread.id}/history/"
+    newest = (await client.get(path, headers=bearer(token))).json()
+    older = (
+        await client.get(f"{path}?before={newest['messages'][0]['id']}", headers=bearer(token))
+    ).json()
+    assert (len(newest["messages"]), newest["has_more"]) == (HISTORY_PAGE, True)
+    assert (len(older["messages"]), older["has_more"]) == (5, False)
+    assert sorted(m["id"] for m in older["messages"] + newest["messages"]) == saved

@@ -16,6 +16,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
+from chat.checks import check_daphne_timers
 from netra_site import autobahn_timers
 from tests.servers import Server
 
@@ -120,3 +121,22 @@ def test_a_timer_that_already_waits_long_enough_is_left_alone() -> None:
 
     assert autobahn_timers.shortest_wait(Exact) == 1.0
     assert autobahn_timers.install(Exact) is False
+
+
+def test_the_installed_txaio_is_the_timer_the_check_knows() -> None:
+    assert check_daphne_timers() == []
+
+
+def test_a_timer_that_changed_its_arguments_is_check_error_e003(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Changed:
+        def __init__(self, bucket_ms: float) -> None:
+            self.bucket_ms = bucket_ms
+
+    monkeypatch.setattr(autobahn_timers, "batched_timer", lambda: Changed)
+    errors = check_daphne_timers()
+    assert [e.id for e in errors] == ["netra.E003"]
+    assert "Changed no longer takes the probe" in errors[0].msg
+    with pytest.raises(autobahn_timers.TimerChanged):
+        autobahn_timers.install(Changed)

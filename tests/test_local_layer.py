@@ -2,6 +2,7 @@
 cheaper group_send and expiry sweep, and the same behaviour."""
 
 import asyncio
+from typing import Any
 
 import pytest
 from channels.exceptions import ChannelFull
@@ -78,12 +79,17 @@ async def test_a_waiting_receiver_gets_what_is_sent_later_in_order() -> None:
     assert channel not in layer.channels  # drained and nobody waits: nothing is kept
 
 
+async def waiting_receivers(layer: LocalChannelLayer, n: int) -> tuple[str, list[Any]]:
+    """A new channel and n receivers already waiting on it."""
+    channel = await layer.new_channel()
+    receivers = [asyncio.ensure_future(layer.receive(channel)) for _ in range(n)]
+    await asyncio.sleep(0)
+    return channel, receivers
+
+
 async def test_two_receivers_on_one_channel_get_one_message_each() -> None:
     layer = LocalChannelLayer()
-    channel = await layer.new_channel()
-    first = asyncio.ensure_future(layer.receive(channel))
-    second = asyncio.ensure_future(layer.receive(channel))
-    await asyncio.sleep(0)
+    channel, (first, second) = await waiting_receivers(layer, 2)
     await layer.send(channel, {"type": "x", "n": 1})
     await layer.send(channel, {"type": "x", "n": 2})
     assert sorted([(await first)["n"], (await second)["n"]]) == [1, 2]
@@ -91,10 +97,7 @@ async def test_two_receivers_on_one_channel_get_one_message_each() -> None:
 
 async def test_a_receiver_cancelled_after_its_wake_up_hands_the_message_on() -> None:
     layer = LocalChannelLayer()
-    channel = await layer.new_channel()
-    woken = asyncio.ensure_future(layer.receive(channel))
-    other = asyncio.ensure_future(layer.receive(channel))
-    await asyncio.sleep(0)
+    channel, (woken, other) = await waiting_receivers(layer, 2)
     await layer.send(channel, {"type": "x", "n": 1})  # wakes `woken`, which has not run yet
     woken.cancel()
     assert (await asyncio.wait_for(other, 1))["n"] == 1
