@@ -70,7 +70,12 @@ class Event(models.Model):
     """One run event in the thread's log; `seq` counts from 1 per thread with no gaps."""
 
     id = models.BigAutoField(primary_key=True)
-    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the unique (thread, seq) index below starts with the thread and
+    # serves every lookup by thread; a second index on it cost each logged event one more
+    # B-tree insert and page write (docs/benchmarks.md, round 9).
+    thread = models.ForeignKey(
+        Thread, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     seq = models.PositiveBigIntegerField()
     run_id = models.UUIDField(db_index=True)
     type = models.CharField(max_length=32)
