@@ -41,7 +41,12 @@ def main() -> None:
     print(f"the same statements through bare sqlite3:           {floor:,.0f} us a turn")
 
 
-def _ours() -> tuple[float, list[str]]:
+# A captured statement: its SQL with the values inlined, or an executemany's SQL (with
+# SQLite's placeholders) and its parameter lists.
+Statement = str | tuple[str, list[list[Any]]]
+
+
+def _ours() -> tuple[float, list[Statement]]:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -92,17 +97,31 @@ def _ours() -> tuple[float, list[str]]:
     for thread in threads[50:-1]:
         turn(thread)
     ours = (time.perf_counter() - start) / TURNS * 1e6
-    with CaptureQueriesContext(connection) as captured:
+    many: list[tuple[str, list[Any]]] = []
+
+    def record_many(execute: Any, sql: str, params: Any, is_many: bool, context: Any) -> Any:
+        if is_many:
+            many.append((sql.replace("%s", "?"), [list(p) for p in params]))
+        return execute(sql, params, is_many, context)
+
+    with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(record_many):
         turn(threads[-1])
-    statements = [q["sql"] for q in captured.captured_queries]
+    # An executemany is captured as "N times: <its last statement>": the floor runs the
+    # statement with each of its parameter lists instead.
+    manies = iter(many)
+    statements: list[Statement] = [
+        next(manies) if " times: " in q["sql"].split("(")[0] else q["sql"]
+        for q in captured.captured_queries
+    ]
     connection.close()
     return ours, statements
 
 
-def _floor(statements: list[str], path: Path) -> float:
+def _floor(statements: list[Statement], path: Path) -> float:
     """Runs the captured turn's statements on fresh threads through sqlite3 itself (the
-    captured SQL has its values inlined; the ids of the thread, run and messages are
-    replaced for each turn, so every row is new and every constraint is checked)."""
+    captured SQL has its values inlined, an executemany its parameter lists; the ids of the
+    thread, run and messages are replaced for each turn, so every row is new and every
+    constraint is checked)."""
     from agents.models import AgentRun
     from chat.models import Thread
 
@@ -120,16 +139,29 @@ def _floor(statements: list[str], path: Path) -> float:
     turns = []
     for thread in fresh:  # the turns' SQL, made before the clock starts
         new = [thread.id.hex, uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex]
-        sql = []
-        for statement in statements:
+
+        def fresh_ids(text: Any, new: list[str] = new) -> Any:
+            if not isinstance(text, str):
+                return text
             for old, replacement in zip(ids, new, strict=True):
-                statement = statement.replace(old, replacement)
-            sql.append(statement)
-        turns.append(sql)
+                text = text.replace(old, replacement)
+            return text
+
+        turns.append(
+            [
+                fresh_ids(statement)
+                if isinstance(statement, str)
+                else (statement[0], [[fresh_ids(v) for v in row] for row in statement[1]])
+                for statement in statements
+            ]
+        )
     start = time.perf_counter()
     for sql in turns:
         for statement in sql:
-            raw.execute(statement).fetchall()
+            if isinstance(statement, str):
+                raw.execute(statement).fetchall()
+            else:
+                raw.executemany(*statement)
     floor = (time.perf_counter() - start) / TURNS * 1e6
     raw.close()
     return floor

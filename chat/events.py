@@ -12,10 +12,12 @@ the write sees the new attempt and is refused; on SQLite the check runs inside t
 lock. A refused event fails alone with RunFencedError; the rest of its batch commits.
 
 On PostgreSQL the statements of a batch's plain events go out in one round trip
-(`_pipelined_rows`); they still run one by one, in order, in the batch's transaction.
+(`_pipelined_rows`); they still run one by one, in order, in the batch's transaction. On
+SQLite a thread's plain events in a batch take their seqs as one block (`_sqlite_rows`):
+one UPDATE for k seqs, then one executemany of the k rows. The statements are in
+chat/eventsql.py.
 """
 
-import functools
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,55 +26,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.apps import apps
 from django.db import DatabaseError, connection, transaction
 from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from chat.dbthread import keep_usable
+from chat.eventsql import INSERT, PG_APPEND, SEQ_BLOCK, THREAD_EXISTS, fenced_statements
 from chat.models import Event, Thread
-
-_THREAD = Thread._meta.db_table
-_EVENT = Event._meta.db_table
-
-_PG_APPEND = (
-    f"WITH s AS (UPDATE {_THREAD} SET last_seq = last_seq + 1, last_activity = %s "  # noqa: S608
-    f"WHERE id = %s RETURNING last_seq) "
-    f"INSERT INTO {_EVENT} (thread_id, seq, run_id, type, data, created_at) "
-    f"SELECT %s, s.last_seq, %s, %s, %s, %s FROM s RETURNING seq"
-)
-_NEXT_SEQ = f"UPDATE {_THREAD} SET last_seq = last_seq + 1, last_activity = %s WHERE id = %s RETURNING last_seq"  # noqa: S608, E501
-_INSERT = (
-    f"INSERT INTO {_EVENT} (thread_id, seq, run_id, type, data, created_at) "  # noqa: S608
-    f"VALUES (%s, %s, %s, %s, %s, %s)"
-)
-
-
-_ACTIVE = "('queued', 'running')"
-
-
-@functools.cache
-def _fenced_statements() -> tuple[str, str]:
-    """The PostgreSQL append and the SQLite next-seq statements that also check the run's
-    attempt (the runs table is the agents app's; looked up once, lazily)."""
-    run_table = apps.get_model("agents", "AgentRun")._meta.db_table
-    check = f"SELECT 1 FROM {run_table} WHERE id = %s AND attempt = %s AND status IN {_ACTIVE}"  # noqa: S608
-    pg = (
-        f"WITH r AS ({check} FOR SHARE), "  # noqa: S608
-        f"s AS (UPDATE {_THREAD} SET last_seq = last_seq + 1, last_activity = %s "
-        f"WHERE id = %s AND EXISTS (SELECT 1 FROM r) RETURNING last_seq) "
-        f"INSERT INTO {_EVENT} (thread_id, seq, run_id, type, data, created_at) "
-        f"SELECT %s, s.last_seq, %s, %s, %s, %s FROM s RETURNING seq"
-    )
-    sqlite = (
-        f"UPDATE {_THREAD} SET last_seq = last_seq + 1, last_activity = %s "  # noqa: S608
-        f"WHERE id = %s AND EXISTS ({check}) RETURNING last_seq"
-    )
-    return pg, sqlite
-
-
-_THREAD_EXISTS = f"SELECT 1 FROM {_THREAD} WHERE id = %s"  # noqa: S608
 
 
 class ThreadGoneError(LookupError):
@@ -196,7 +157,7 @@ def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any]
         nullcontext() if single and alone else transaction.atomic(),
         connection.cursor() as cursor,
     ):
-        rows = _pipelined_rows(cursor, prepared) if single else {}
+        rows = (_pipelined_rows if single else _sqlite_rows)(cursor, prepared)
         for index, item in enumerate(prepared):
             if isinstance(item, Exception):
                 results.append(item)
@@ -292,8 +253,8 @@ def _pg_append(event: PendingEvent, params: list[Any]) -> tuple[str, list[Any]]:
     when, thread_param, run_param, data_param = params
     tail = [thread_param, run_param, event.type, data_param, when]
     if event.attempt is None:
-        return _PG_APPEND, [when, thread_param, *tail]
-    return _fenced_statements()[0], [run_param, event.attempt, when, thread_param, *tail]
+        return PG_APPEND, [when, thread_param, *tail]
+    return fenced_statements()[0], [run_param, event.attempt, when, thread_param, *tail]
 
 
 def _insert(cursor: Any, event: PendingEvent, single: bool, params: list[Any]) -> Any:
@@ -303,22 +264,74 @@ def _insert(cursor: Any, event: PendingEvent, single: bool, params: list[Any]) -
     if single:
         cursor.execute(*_pg_append(event, params))
         return cursor.fetchone()
-    when, thread_param, run_param, data_param = params
-    tail = [thread_param, run_param, event.type, data_param, when]
-    fence = [run_param, event.attempt] if event.attempt is not None else []
-    statement = _NEXT_SEQ if event.attempt is None else _fenced_statements()[1]
-    cursor.execute(statement, [when, thread_param, *fence])
+    first = _sqlite_block(cursor, [(event, params)])
+    return None if first is None else (first,)
+
+
+def _sqlite_rows(cursor: Any, prepared: list[Prepared]) -> dict[int, Any]:
+    """On SQLite, writes each thread's plain events at the head of the batch in blocks:
+    the events of one thread, up to its first one with `in_transaction` or of another run
+    or attempt, take their seqs in one statement and go in with one executemany (two
+    statements for k events instead of 2k; the thread's row and its last_activity index
+    are written once). Returns each one's row by its index in `prepared` (None: refused);
+    a thread's later events are left to `_insert_one`, which writes them after, in order.
+    A block of one is left to it too."""
+    blocks: dict[Any, list[tuple[int, PendingEvent, list[Any]]]] = {}
+    closed: set[Any] = set()
+    for index, item in enumerate(prepared):
+        if isinstance(item, Exception):
+            continue
+        event, _, params = item
+        thread_param = params[1]
+        if thread_param in closed:
+            continue
+        block = blocks.setdefault(thread_param, [])
+        head = block[0][1] if block else event
+        if event.in_transaction is not None or (head.run_id, head.attempt) != (
+            event.run_id,
+            event.attempt,
+        ):
+            closed.add(thread_param)
+            continue
+        block.append((index, event, params))
+    rows: dict[int, Any] = {}
+    for block in blocks.values():
+        if len(block) < 2:
+            continue
+        first = _sqlite_block(cursor, [(event, params) for _, event, params in block])
+        for offset, (index, _, _) in enumerate(block):
+            rows[index] = None if first is None else (first + offset,)
+    return rows
+
+
+def _sqlite_block(cursor: Any, block: list[tuple[PendingEvent, list[Any]]]) -> int | None:
+    """Takes the next len(block) seqs of the block's thread and inserts its events (of one
+    run and attempt) with them, in order; returns the first seq, or None when the thread is
+    gone or the run fenced (nothing written). The thread's last_activity becomes the last
+    event's time, as one update per event would leave it."""
+    head, (_, thread_param, run_param, _) = block[0]
+    fence = [run_param, head.attempt] if head.attempt is not None else []
+    statement = SEQ_BLOCK if head.attempt is None else fenced_statements()[1]
+    cursor.execute(statement, [len(block), block[-1][1][0], thread_param, *fence])
     row = cursor.fetchone()
-    if row is not None:
-        cursor.execute(_INSERT, [thread_param, row[0], *tail[1:]])
-    return row
+    if row is None:
+        return None
+    first = int(row[0]) - len(block) + 1
+    cursor.executemany(
+        INSERT,
+        [
+            [thread_param, first + offset, run, event.type, data, when]
+            for offset, (event, (when, _, run, data)) in enumerate(block)
+        ],
+    )
+    return first
 
 
 def _refusal(cursor: Any, event: PendingEvent, thread_param: Any) -> Exception:
     """Why an event got no seq: its thread is gone, or (the thread being there) its run
     is no longer active at the event's attempt."""
     if event.attempt is not None:
-        cursor.execute(_THREAD_EXISTS, [thread_param])
+        cursor.execute(THREAD_EXISTS, [thread_param])
         if cursor.fetchone() is not None:
             return RunFencedError(
                 f"run {event.run_id} is no longer active at attempt {event.attempt}; "

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from agents.models import AgentRun, RunStatus
 from chat.broadcaster import Broadcaster
@@ -137,6 +139,89 @@ def test_a_batch_of_two_runs_keeps_each_thread_gapless_and_refusals_alone() -> N
 @pytest.mark.postgres
 def test_a_batch_in_one_round_trip_keeps_each_thread_gapless_on_postgresql() -> None:
     assert check_on_postgresql("tests.test_log_batches", "pipelined_check") == PIPELINED
+
+
+def blocks_check() -> dict[str, Any]:
+    """Writes one batch in which a thread's events take their seqs as a block on SQLite:
+    a run's events with a status change among them, and a stale attempt's events of
+    another thread, which are refused together; returns what became of each, each thread's
+    log, and the first thread's last activity against its last event's time."""
+    user = helpers.make_user(f"block-{uuid.uuid4().hex[:6]}")
+    threads = [helpers.make_thread(user) for _ in range(2)]
+    runs = []
+    for thread in threads:
+        message = Message.objects.create(thread=thread, role="user", text="x")
+        runs.append(
+            AgentRun.objects.create(
+                thread=thread, user=user, message=message, agent="builtin", status="running"
+            )
+        )
+
+    def event(n: int, text: str, attempt: int = 1, in_transaction: Any = None) -> PendingEvent:
+        return PendingEvent(
+            threads[n].id, runs[n].id, "agent_thinking", {"text": text}, in_transaction, attempt
+        )
+
+    def succeeding() -> None:
+        AgentRun.objects.filter(pk=runs[0].pk).update(error_message="committed")
+
+    batch = [
+        event(0, "a1"),
+        event(1, "stale1", attempt=0),
+        event(0, "a2"),
+        event(1, "stale2", attempt=0),
+        event(0, "a3", in_transaction=succeeding),
+        event(0, "a4"),
+    ]
+    results = event_append_many(batch)
+    logged = [events_after(thread_id=t.id, after_seq=0) for t in threads]
+    threads[0].refresh_from_db()
+    return {
+        "results": [type(r).__name__ if isinstance(r, Exception) else r["seq"] for r in results],
+        "logged": [[(e["seq"], e["data"]["text"]) for e in log] for log in logged],
+        "last_activity_is_the_last_event": threads[0].last_activity.isoformat().replace(
+            "+00:00", "Z"
+        )
+        == logged[0][-1]["ts"],
+        "last_seq": threads[0].last_seq,
+        "committed": AgentRun.objects.get(pk=runs[0].pk).error_message,
+    }
+
+
+BLOCKS = {
+    "results": [1, "RunFencedError", 2, "RunFencedError", 3, 4],
+    "logged": [[[1, "a1"], [2, "a2"], [3, "a3"], [4, "a4"]], []],
+    "last_activity_is_the_last_event": True,
+    "last_seq": 4,
+    "committed": "committed",
+}
+
+
+def test_a_threads_events_in_blocks_keep_their_order_and_a_stale_block_is_refused() -> None:
+    assert json.loads(json.dumps(blocks_check())) == BLOCKS
+
+
+@pytest.mark.postgres
+def test_the_same_batch_on_postgresql_gives_the_same_log() -> None:
+    assert check_on_postgresql("tests.test_log_batches", "blocks_check") == BLOCKS
+
+
+def test_a_block_of_one_threads_events_is_two_statements_on_sqlite() -> None:
+    user = helpers.make_user("block-statements")
+    thread = helpers.make_thread(user)
+    run_id = uuid.uuid4()
+    batch = [PendingEvent(thread.id, run_id, "agent_thinking", {"n": n}) for n in range(5)]
+    with CaptureQueriesContext(connection) as captured:
+        results = event_append_many(batch)
+    assert [r["seq"] for r in results if isinstance(r, dict)] == [1, 2, 3, 4, 5]
+    # An executemany is captured as one entry, "5 times: INSERT ...".
+    statements = [" ".join(q["sql"].split()[:3]) for q in captured.captured_queries]
+    assert statements == [
+        "BEGIN IMMEDIATE",
+        "UPDATE chat_thread SET",
+        "5 times: INSERT",
+        "COMMIT",
+    ]
 
 
 async def test_the_emitter_of_a_failing_status_change_gets_its_exception() -> None:
