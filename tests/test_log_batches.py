@@ -179,9 +179,9 @@ def blocks_check() -> dict[str, Any]:
     return {
         "results": [type(r).__name__ if isinstance(r, Exception) else r["seq"] for r in results],
         "logged": [[(e["seq"], e["data"]["text"]) for e in log] for log in logged],
-        "last_activity_is_the_last_event": threads[0].last_activity.isoformat().replace(
-            "+00:00", "Z"
-        )
+        "last_activity_is_the_last_event": threads[0]
+        .last_activity.isoformat()
+        .replace("+00:00", "Z")
         == logged[0][-1]["ts"],
         "last_seq": threads[0].last_seq,
         "committed": AgentRun.objects.get(pk=runs[0].pk).error_message,
@@ -207,6 +207,8 @@ def test_the_same_batch_on_postgresql_gives_the_same_log() -> None:
 
 
 def test_a_block_of_one_threads_events_is_two_statements_on_sqlite() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's seq block; PostgreSQL pipelines one statement per event")
     user = helpers.make_user("block-statements")
     thread = helpers.make_thread(user)
     run_id = uuid.uuid4()
