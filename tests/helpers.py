@@ -196,13 +196,13 @@ def fail_event_writes(
 
     from chat import events as event_log
 
-    real_insert = event_log._insert
+    real_block = event_log._sqlite_block
     doomed: set[int] = set()
     seen: dict[str, set[int]] = {}
     refused: list[str] = []
     kept: list[Any] = []  # every event seen stays alive, so that no id is reused
 
-    def failing_insert(cursor: Any, event: Any, *args: Any) -> Any:
+    def check(event: Any) -> None:
         of_type = seen.setdefault(event.type, set())
         if id(event) not in of_type:
             of_type.add(id(event))
@@ -213,9 +213,14 @@ def fail_event_writes(
         if id(event) in doomed:
             refused.append(event.type)
             raise OperationalError(message)
-        return real_insert(cursor, event, *args)
 
-    monkeypatch.setattr(event_log, "_insert", failing_insert)
+    def failing_block(cursor: Any, block: list[Any]) -> Any:
+        # Every SQLite write of an event goes through here, alone or in a thread's block.
+        for event, _ in block:
+            check(event)
+        return real_block(cursor, block)
+
+    monkeypatch.setattr(event_log, "_sqlite_block", failing_block)
     return refused
 
 
