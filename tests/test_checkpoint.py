@@ -68,7 +68,10 @@ def test_the_writer_leaves_the_wal_to_the_thread_which_checkpoints_it(
     checkpointer = checkpoint.Checkpointer(str(path), interval=0.05)
     checkpointer.start()
     try:
-        assert wait_until(lambda: rows_in_database_file(path, "event") == 4_000)
+        # The rows reach the file inside the checkpoint; its result is kept once it returns.
+        assert wait_until(
+            lambda: rows_in_database_file(path, "event") == 4_000 and checkpointer.last is not None
+        )
         assert checkpointer.last is not None
         assert checkpointer.last.busy == 0
         assert checkpointer.last.checkpointed == checkpointer.last.wal_pages > 1_000
