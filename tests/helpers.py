@@ -192,10 +192,13 @@ def fail_event_writes(
     OperationalError (its batch is then retried event by event, and the doomed one fails
     alone, as a real failed write does; on SQLite, the in-process suite's database). Returns
     the types of the refusals, in order."""
-    from django.db import OperationalError
+    from django.db import OperationalError, connection
 
     from chat import events as event_log
 
+    # PostgreSQL writes through chat.events._pipelined_rows and _insert instead: there this
+    # helper would refuse nothing, and a test relying on it would check no failure at all.
+    assert connection.vendor == "sqlite", "fail_event_writes refuses SQLite writes only"
     real_block = event_log._sqlite_block
     doomed: set[int] = set()
     seen: dict[str, set[int]] = {}

@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 
 from agents.models import AgentRun, RunStatus
 from chat.broadcaster import Broadcaster
-from chat.events import PendingEvent, event_append_many, events_after
+from chat.events import PendingEvent, event_append_many, events_after, isoformat
 from chat.models import Message
 from tests import helpers
 from tests.cluster import check_on_postgresql
@@ -179,9 +179,7 @@ def blocks_check() -> dict[str, Any]:
     return {
         "results": [type(r).__name__ if isinstance(r, Exception) else r["seq"] for r in results],
         "logged": [[(e["seq"], e["data"]["text"]) for e in log] for log in logged],
-        "last_activity_is_the_last_event": threads[0]
-        .last_activity.isoformat()
-        .replace("+00:00", "Z")
+        "last_activity_is_the_last_event": isoformat(threads[0].last_activity)
         == logged[0][-1]["ts"],
         "last_seq": threads[0].last_seq,
         "committed": AgentRun.objects.get(pk=runs[0].pk).error_message,
