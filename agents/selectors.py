@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -15,6 +14,7 @@ from agents.emitter import RunEmitter
 from agents.errors import AgentFailure, run_not_found
 from agents.models import ACTIVE_STATUSES, AgentRun
 from chat.events import events_after, to_wire
+from chat.hotcursor import hot_cursor, hot_db
 from chat.models import Event, Message, Thread
 from chat.ports import SubmitResult
 from chat.runevents import fold_run
@@ -86,9 +86,10 @@ _HISTORY = (
 def submit_thread_agent(*, thread_id: uuid.UUID, user: Any, probe: bool) -> str | None:
     """Returns the agent of the user's thread, or None if it is not theirs (or no such
     thread, or not of the kind asked: a health-check probe's or a user's)."""
-    with connection.cursor() as cursor:
-        owner = Thread._meta.get_field("owner").get_db_prep_value(user.pk, connection)
-        cursor.execute(_THREAD_AGENT, [_uuid_param(Thread, thread_id), owner, probe])
+    db = hot_db()
+    with hot_cursor(db) as cursor:
+        owner = Thread._meta.get_field("owner").get_db_prep_value(user.pk, db)
+        cursor.execute(_THREAD_AGENT, [_uuid_param(Thread, thread_id, db), owner, probe])
         row = cursor.fetchone()
     return None if row is None else str(row[0])
 
@@ -105,20 +106,21 @@ def submit_of(*, thread_id: uuid.UUID, client_msg_id: str) -> SubmitResult | Non
 
 def run_history(*, spec: RunSpec) -> list[dict[str, str]]:
     """Returns the thread's messages before this run's, oldest first (bounded)."""
+    db = hot_db()
     params = [
-        _uuid_param(Thread, spec.thread_id),
-        _uuid_param(Message, spec.message_id),
+        _uuid_param(Thread, spec.thread_id, db),
+        _uuid_param(Message, spec.message_id, db),
         HISTORY_LIMIT,
     ]
-    with connection.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(_HISTORY, params)
         rows = cursor.fetchall()
     return [{"role": role, "text": text} for role, text in reversed(rows)]
 
 
-def _uuid_param(model: Any, value: uuid.UUID) -> Any:
-    """A UUID primary key as the database takes it (hex text on SQLite, uuid on PostgreSQL)."""
-    return model._meta.pk.get_db_prep_value(value, connection)
+def _uuid_param(model: Any, value: uuid.UUID, db: Any) -> Any:
+    """A UUID primary key as database `db` takes it (hex text on SQLite, uuid on PostgreSQL)."""
+    return model._meta.pk.get_db_prep_value(value, db)
 
 
 def username_of(*, user_id: Any) -> str:

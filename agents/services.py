@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -17,6 +17,7 @@ from agents.models import ACTIVE_STATUSES, AgentRun, RunAttempt, RunStatus
 from chat import metrics
 from chat.errors import NetraError, rate_limited, thread_not_found
 from chat.events import event_append
+from chat.hotcursor import hot_cursor, hot_db
 from chat.inserts import PreparedInsert
 from chat.models import Message
 from chat.ports import SubmitResult
@@ -220,16 +221,17 @@ def run_mark_finished(
 ) -> None:
     """Records a run's end and its answer (inside agent_completed's transaction)."""
     finished_at = AgentRun._meta.get_field("finished_at")
+    db = hot_db()
     params = [
         status,
-        finished_at.get_db_prep_save(timezone.now(), connection),
+        finished_at.get_db_prep_save(timezone.now(), db),
         error_code,
         error_message[:2000],
-        AgentRun._meta.pk.get_db_prep_value(spec.run_id, connection),
+        AgentRun._meta.pk.get_db_prep_value(spec.run_id, db),
         worker_id,
         *(active.value for active in ACTIVE_STATUSES),
     ]
-    with connection.cursor() as cursor:  # the ORM's update, without compiling it each time
+    with hot_cursor(db) as cursor:  # the ORM's update, without compiling it each time
         cursor.execute(_FINISH, params)
         updated = cursor.rowcount
     if updated != 1:

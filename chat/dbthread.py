@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,18 +36,19 @@ def keep_usable() -> None:
     past a positive CONN_MAX_AGE (sync); a connection in a transaction, or not yet open, is
     left alone. With CONN_MAX_AGE=0 (Django's close after each request) the connection is
     kept: a reconnect per event batch would cost more than it protects."""
-    if connection.connection is None or connection.in_atomic_block:
+    db = connections[DEFAULT_DB_ALIAS]  # once: every read through `connection` looks it up
+    if db.connection is None or db.in_atomic_block:
         return
-    if connection.errors_occurred:
-        if connection.is_usable():
-            connection.errors_occurred = False
+    if db.errors_occurred:
+        if db.is_usable():
+            db.errors_occurred = False
         else:
-            connection.close()
+            db.close()
             return
-    expires = connection.close_at
+    expires = db.close_at
     aged = expires is not None and time.monotonic() >= expires
-    if aged and connection.settings_dict.get("CONN_MAX_AGE"):
-        connection.close()
+    if aged and db.settings_dict.get("CONN_MAX_AGE"):
+        db.close()
 
 
 def on_database_thread(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:

@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from chat.dbthread import keep_usable
 from chat.eventsql import INSERT, PG_APPEND, SEQ_BLOCK, THREAD_EXISTS, fenced_statements
+from chat.hotcursor import hot_cursor, hot_db
 from chat.models import Event, Thread
 
 
@@ -136,16 +137,17 @@ def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any]
     assert pk is not None
     run_field = Event._meta.get_field("run_id")
     data_field = Event._meta.get_field("data")
-    single = connection.vendor == "postgresql"
+    db = hot_db()
+    single = db.vendor == "postgresql"
     prepared: list[tuple[PendingEvent, datetime, list[Any]] | Exception] = []
     for event in group:
         now = timezone.now()
         try:
             params = [
-                connection.ops.adapt_datetimefield_value(now),
-                pk.get_db_prep_value(event.thread_id, connection),
-                run_field.get_db_prep_value(event.run_id, connection),
-                data_field.get_db_prep_value(event.data, connection),
+                db.ops.adapt_datetimefield_value(now),
+                pk.get_db_prep_value(event.thread_id, db),
+                run_field.get_db_prep_value(event.run_id, db),
+                data_field.get_db_prep_value(event.data, db),
             ]
         except (TypeError, ValueError) as exc:  # data that does not encode as JSON
             prepared.append(exc)
@@ -155,7 +157,7 @@ def _append_in_one_transaction(group: list[PendingEvent]) -> list[dict[str, Any]
     alone = len(group) == 1 and group[0].in_transaction is None
     with (
         nullcontext() if single and alone else transaction.atomic(),
-        connection.cursor() as cursor,
+        hot_cursor(db) as cursor,
     ):
         rows = (_pipelined_rows if single else _sqlite_rows)(cursor, prepared)
         for index, item in enumerate(prepared):

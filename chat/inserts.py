@@ -17,10 +17,13 @@ silently skipped.
 from typing import Any
 
 from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.db.models.signals import post_save, pre_save
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
+
+from chat.hotcursor import hot_cursor, hot_db
 
 
 class PreparedInsert:
@@ -61,19 +64,20 @@ class PreparedInsert:
         if self._has_receivers():  # theirs must see the row: the ORM's save sends them
             saved = self.model._default_manager.using(connection.alias).create(**values)
             return {f.attname: getattr(saved, f.attname) for f in self.fields}
-        params = [f.get_db_prep_save(values[f.attname], connection) for f in self.fields]
-        with connection.cursor() as cursor:
-            cursor.execute(self._statement(values), params)
+        db = hot_db()
+        params = [f.get_db_prep_save(values[f.attname], db) for f in self.fields]
+        with hot_cursor(db) as cursor:
+            cursor.execute(self._statement(values, db), params)
         return values
 
     def _has_receivers(self) -> bool:
         return pre_save.has_listeners(self.model) or post_save.has_listeners(self.model)
 
-    def _statement(self, values: dict[str, Any]) -> str:
-        sql = self._sql.get(connection.vendor)
+    def _statement(self, values: dict[str, Any], db: BaseDatabaseWrapper) -> str:
+        sql = self._sql.get(db.vendor)
         if sql is None:  # the compiler wants a row to compile; `values` is the first one
             query = InsertQuery(self.model)
             query.insert_values(self.fields, [self.model(**values)])
-            [(sql, _)] = query.get_compiler(connection=connection).as_sql()
-            self._sql[connection.vendor] = sql
+            [(sql, _)] = query.get_compiler(connection=db).as_sql()
+            self._sql[db.vendor] = sql
         return sql
