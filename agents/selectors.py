@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.utils import timezone
 
@@ -118,7 +119,7 @@ def run_history(*, spec: RunSpec) -> list[dict[str, str]]:
     return [{"role": role, "text": text} for role, text in reversed(rows)]
 
 
-def _uuid_param(model: Any, value: uuid.UUID, db: Any) -> Any:
+def _uuid_param(model: Any, value: uuid.UUID, db: BaseDatabaseWrapper) -> Any:
     """A UUID primary key as database `db` takes it (hex text on SQLite, uuid on PostgreSQL)."""
     return model._meta.pk.get_db_prep_value(value, db)
 

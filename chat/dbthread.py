@@ -20,7 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import connection
+
+from chat.hotcursor import hot_db
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,7 +38,7 @@ def keep_usable() -> None:
     past a positive CONN_MAX_AGE (sync); a connection in a transaction, or not yet open, is
     left alone. With CONN_MAX_AGE=0 (Django's close after each request) the connection is
     kept: a reconnect per event batch would cost more than it protects."""
-    db = connections[DEFAULT_DB_ALIAS]  # once: every read through `connection` looks it up
+    db = hot_db()  # once: every read through `connection` looks it up again
     if db.connection is None or db.in_atomic_block:
         return
     if db.errors_occurred:

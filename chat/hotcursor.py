@@ -18,7 +18,9 @@ What the second gives up is what Django's wrapper adds around a statement, so it
 whenever something listens: while queries are logged (DEBUG, CaptureQueriesContext) or an
 execute wrapper is installed (`connection.execute_wrapper`), and on every database but
 SQLite, `hot_cursor` is Django's cursor. What listens otherwise (Sentry's query spans and
-breadcrumbs patch Django's wrapper) does not see these statements.
+breadcrumbs patch Django's wrapper) does not see these statements. Nor does it run the
+health check Django's cursor runs before a statement: on the hot paths that is
+`chat.dbthread.keep_usable`'s, before each call on their threads.
 """
 
 import functools

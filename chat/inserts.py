@@ -16,7 +16,6 @@ silently skipped.
 
 from typing import Any
 
-from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.db.models.signals import post_save, pre_save
@@ -61,10 +60,10 @@ class PreparedInsert:
         """Inserts one row in the default database (sync) and returns its values by attname.
         Errors are the database's, as with `create` (IntegrityError for a broken constraint)."""
         values = self.row(**given)
-        if self._has_receivers():  # theirs must see the row: the ORM's save sends them
-            saved = self.model._default_manager.using(connection.alias).create(**values)
-            return {f.attname: getattr(saved, f.attname) for f in self.fields}
         db = hot_db()
+        if self._has_receivers():  # theirs must see the row: the ORM's save sends them
+            saved = self.model._default_manager.using(db.alias).create(**values)
+            return {f.attname: getattr(saved, f.attname) for f in self.fields}
         params = [f.get_db_prep_save(values[f.attname], db) for f in self.fields]
         with hot_cursor(db) as cursor:
             cursor.execute(self._statement(values, db), params)
